@@ -1,0 +1,1 @@
+//! The Runnel broker library.

@@ -287,6 +287,12 @@ impl ServerHandle {
         &self.broker
     }
 
+    /// Starts the drain without waiting: stop accepting, answer new requests with BROKER_SHUTTING_DOWN, wake
+    /// long polls, report not ready. [`ServerHandle::shutdown`] completes it.
+    pub fn begin_drain(&self) {
+        self.broker.draining.cancel();
+    }
+
     /// Drains and stops the broker (see the module doc); returns once every partition is shut down.
     pub async fn shutdown(self) {
         let b = &self.broker;

@@ -1,6 +1,8 @@
 //! `runnel-broker`: parses the configuration, sets up logging, starts the server and drains it on SIGTERM
-//! or SIGINT, exiting 0 after a clean drain. Configuration errors exit 2, start failures exit 1.
+//! or SIGINT, exiting 0 after a clean drain (a second signal during the drain exits 1 at once).
+//! Configuration errors exit 2, start failures exit 1.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use runnel_broker::config::{BrokerConfig, LogFormat};
@@ -11,7 +13,8 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -60,8 +63,13 @@ async fn run(config: BrokerConfig) -> ExitCode {
     };
     let name = signals.recv().await;
     tracing::info!(signal = name, "shutting down");
-    server.shutdown().await;
-    ExitCode::SUCCESS
+    tokio::select! {
+        _ = server.shutdown() => ExitCode::SUCCESS,
+        again = signals.recv() => {
+            tracing::warn!(signal = again, "second signal during the drain; exiting at once");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use runnel_protocol::limits::{
     PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX, TOPIC_NAME_LEN_MAX,
 };
@@ -40,6 +40,10 @@ pub const PARTITIONS_PER_BROKER_MAX: usize = 100_000;
 /// Largest metadata document read at start.
 pub const METADATA_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const METADATA_FORMAT_VERSION: u32 = 1;
+/// How often [`Registry::await_leaders`] looks at the partitions.
+pub const LEADER_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest an admin request waits for the leaders of partitions it created.
+pub const LEADER_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Topic config keys a topic may override.
 pub const CONFIG_RETENTION_MS: &str = "retention.ms";
@@ -691,6 +695,25 @@ impl Registry {
         None
     }
 
+    /// Waits until every partition of `topic` has a leader or `timeout` passes; true if they all have one.
+    /// A new single-voter group elects itself within moments; waiting here lets a client produce right after
+    /// its create returns. Polls every [`LEADER_POLL_INTERVAL`].
+    pub async fn await_leaders(&self, topic: &str, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(t) = self.topic(topic) else {
+                return false;
+            };
+            if t.partitions.iter().all(|p| p.leader().is_some()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(LEADER_POLL_INTERVAL).await;
+        }
+    }
+
     /// Creates a topic. `partitions == 0` and `replication_factor == 0` mean the broker defaults.
     /// With `validate_only` nothing changes.
     pub async fn create_topic(
@@ -942,17 +965,13 @@ impl Registry {
 
 /// Shuts partitions down, a bounded number at a time, logging failures.
 async fn shutdown_all(parts: &[Arc<Partition>]) {
-    let r: Result<(), ()> = futures::stream::iter(parts.iter().cloned())
-        .map(|p| async move {
+    futures::stream::iter(parts.iter().cloned())
+        .for_each_concurrent(PARTITION_OPEN_CONCURRENCY, |p| async move {
             if let Err(e) = p.shutdown().await {
                 tracing::warn!(error = %e, "partition shutdown failed");
             }
-            Ok(())
         })
-        .buffer_unordered(PARTITION_OPEN_CONCURRENCY)
-        .try_collect()
         .await;
-    let _ = r;
 }
 
 #[cfg(test)]
@@ -1064,6 +1083,8 @@ mod tests {
                 ErrorCode::InvalidPartitions
             );
             r.create_partitions("a", 4).await.unwrap();
+            assert!(r.await_leaders("a", std::time::Duration::ZERO).await);
+            assert!(!r.await_leaders("zz", std::time::Duration::ZERO).await);
             assert_eq!(
                 r.create_partitions("a", 4).await.unwrap_err().code,
                 ErrorCode::InvalidPartitions

@@ -78,7 +78,13 @@ async fn a_full_connection_is_not_read_until_a_slot_frees() {
         assert!(r.is_ok(), "{r:?}");
         order.push(cid);
     }
-    assert_eq!(order.last(), Some(&versions), "answered in order {order:?}");
+    // The ApiVersions request was only read once a long poll's slot freed, so a fetch answer precedes it.
+    assert_ne!(
+        order.first(),
+        Some(&versions),
+        "answered in order {order:?}"
+    );
+    assert!(order.contains(&versions));
 }
 
 /// Frames on a connection are read in order and each is dispatched before the next is read, so an answer to
@@ -206,8 +212,7 @@ async fn connections_over_the_limit_are_closed_at_once() {
     loop {
         let mut c = Client::connect(b.addr()).await;
         let (_, bytes) = c.encode(&Request::ApiVersions(ApiVersionsRequest {}));
-        c.send_raw(&bytes).await;
-        if c.recv_frame().await.is_some() {
+        if c.try_send_raw(&bytes).await && c.recv_frame().await.is_some() {
             break;
         }
         assert!(Instant::now() < deadline, "the freed slot was never reused");

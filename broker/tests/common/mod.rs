@@ -105,6 +105,11 @@ impl Client {
         self.wr.write_all(bytes).await.unwrap();
     }
 
+    /// Writes raw bytes; false if the connection is already gone.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.wr.write_all(bytes).await.is_ok()
+    }
+
     /// Half-closes the connection (no more requests).
     pub async fn shutdown_write(&mut self) {
         self.wr.shutdown().await.unwrap();

@@ -1,1 +1,2 @@
 //! The Runnel broker library.
+pub mod groups;

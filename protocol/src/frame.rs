@@ -78,6 +78,12 @@ apis! {
     Fetch = 5, FetchRequest, FetchResponse, 0..=0;
     ListOffsets = 6, ListOffsetsRequest, ListOffsetsResponse, 0..=0;
     CreatePartitions = 7, CreatePartitionsRequest, CreatePartitionsResponse, 0..=0;
+    FindCoordinator = 8, FindCoordinatorRequest, FindCoordinatorResponse, 0..=0;
+    GroupHeartbeat = 9, GroupHeartbeatRequest, GroupHeartbeatResponse, 0..=0;
+    OffsetCommit = 10, OffsetCommitRequest, OffsetCommitResponse, 0..=0;
+    OffsetFetch = 11, OffsetFetchRequest, OffsetFetchResponse, 0..=0;
+    ListGroups = 12, ListGroupsRequest, ListGroupsResponse, 0..=0;
+    DescribeGroup = 13, DescribeGroupRequest, DescribeGroupResponse, 0..=0;
 }
 
 /// The header of every request.

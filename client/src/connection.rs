@@ -261,17 +261,8 @@ impl Connection {
     }
 }
 
-fn api_name(api: ApiKey) -> &'static str {
-    match api {
-        ApiKey::ApiVersions => "ApiVersions",
-        ApiKey::Metadata => "Metadata",
-        ApiKey::CreateTopics => "CreateTopics",
-        ApiKey::DeleteTopics => "DeleteTopics",
-        ApiKey::Produce => "Produce",
-        ApiKey::Fetch => "Fetch",
-        ApiKey::ListOffsets => "ListOffsets",
-        ApiKey::CreatePartitions => "CreatePartitions",
-    }
+fn api_name(api: ApiKey) -> String {
+    format!("{api:?}")
 }
 
 async fn read_loop(rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<Shared>) {

@@ -27,13 +27,13 @@ pub enum ClientError {
     ConnectionLost { addr: SocketAddr, message: String },
     /// No response within the request timeout.
     #[error("request timed out after {ms} ms ({what})")]
-    Timeout { what: &'static str, ms: u64 },
+    Timeout { what: String, ms: u64 },
     /// The broker's bytes could not be decoded, or the response does not fit the request.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The broker does not speak a version of an API this client needs.
     #[error("broker does not support {api} version {version}")]
-    UnsupportedVersion { api: &'static str, version: u16 },
+    UnsupportedVersion { api: String, version: u16 },
     /// A record larger than the batch or buffer limits.
     #[error("record of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { size: usize, max: usize },
@@ -164,7 +164,7 @@ mod tests {
             assert!(!ClientError::broker(c, None).retriable(), "{c}");
         }
         assert!(ClientError::Timeout {
-            what: "produce",
+            what: "produce".into(),
             ms: 1
         }
         .retriable());
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(e.code(), Some(ErrorCode::NotLeader));
         let e = ClientError::broker(ErrorCode::InvalidTopic, Some("bad name".into()));
         assert_eq!(e.to_string(), "INVALID_TOPIC: bad name");
-        assert!(e.needs_metadata_refresh() == false);
+        assert!(!e.needs_metadata_refresh());
         assert_eq!(
             ClientError::Connect {
                 addr: "x".into(),

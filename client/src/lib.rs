@@ -11,8 +11,12 @@
 //!
 //! Every fallible call returns [`ClientError`], which keeps the broker's error code.
 
+pub mod admin;
+pub mod bench;
+pub mod cli;
 pub mod cluster;
 pub mod connection;
+pub mod consumer;
 pub mod error;
 pub mod partitioner;
 pub mod producer;
@@ -20,7 +24,9 @@ pub mod producer;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use admin::{Admin, NewTopic};
 pub use cluster::{ClientConfig, Cluster};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Offset};
 pub use error::ClientError;
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

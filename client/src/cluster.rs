@@ -333,24 +333,33 @@ impl Cluster {
         self.connection_at(&addr).await
     }
 
-    /// The connection to `addr`, opened (bounded by the connect timeout) if none is alive.
+    /// The connection to `addr`, opened (bounded by the connect timeout) if none is alive. The map is not
+    /// locked while connecting, so a dead broker never delays requests to live ones; two callers racing to
+    /// open the same address keep the first connection stored.
     pub async fn connection_at(&self, addr: &str) -> Result<Connection> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if c.is_alive() {
-                return Ok(c.clone());
+        {
+            let mut conns = self.inner.conns.lock().await;
+            if let Some(c) = conns.get(addr) {
+                if c.is_alive() {
+                    return Ok(c.clone());
+                }
+                conns.remove(addr);
             }
-            conns.remove(addr);
         }
-        // Holding the map lock while connecting serialises connects; they are bounded by the timeout and rare.
         let c = Connection::connect(
             addr,
             &self.inner.config.client_id,
             self.inner.config.connect_timeout,
         )
         .await?;
-        conns.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let mut conns = self.inner.conns.lock().await;
+        match conns.get(addr) {
+            Some(existing) if existing.is_alive() => Ok(existing.clone()),
+            _ => {
+                conns.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
     }
 
     /// Forgets the connection to `addr` (after it failed or timed out).

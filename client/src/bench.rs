@@ -653,12 +653,14 @@ async fn run_consume(
         local
             .hist
             .saturating_record((took.as_micros() as u64).clamp(1, HIST_MAX_US));
-        for r in &recs {
+        // Count exactly the requested records (a poll may return a few more).
+        let take = want.map_or(recs.len(), |n| recs.len().min((n - total) as usize));
+        for r in &recs[..take] {
             local.records += 1;
             local.bytes += (r.key.as_ref().map_or(0, |k| k.len())
                 + r.value.as_ref().map_or(0, |v| v.len())) as u64;
         }
-        total += recs.len() as u64;
+        total += take as u64;
         local.merge_if_due(&stats);
     }
     local.merge(&stats);

@@ -496,6 +496,11 @@ mod tests {
         let e = Cluster::connect(cfg).await.unwrap_err();
         assert!(matches!(e, ClientError::NoBrokerReachable { .. }), "{e}");
         assert!(ClientConfig::new(" , ").is_err());
+        let many: Vec<String> = (0..=BOOTSTRAP_ADDRS_MAX)
+            .map(|i| format!("h{i}:1"))
+            .collect();
+        assert!(ClientConfig::new(&many.join(",")).is_err());
+        assert!(ClientConfig::new(&many[..BOOTSTRAP_ADDRS_MAX].join(",")).is_ok());
     }
 
     #[tokio::test]

@@ -306,8 +306,14 @@ impl Consumer {
         out
     }
 
+    /// The earliest pause still in the future (an expired pause must not wake the poll loop again).
     fn next_pause_end(&self) -> Option<Instant> {
-        self.parts.iter().filter_map(|p| p.paused_until).min()
+        let now = Instant::now();
+        self.parts
+            .iter()
+            .filter_map(|p| p.paused_until)
+            .filter(|t| *t > now)
+            .min()
     }
 
     fn paused(p: &PartState, now: Instant) -> bool {
@@ -740,6 +746,51 @@ mod tests {
         let recs = c.poll(Duration::from_secs(5)).await.unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].offset, 5);
+    }
+
+    #[tokio::test]
+    async fn poll_returns_at_most_max_poll_records_and_fetches_again_only_when_drained() {
+        let fb = testing::start(&[("t", 1)]).await;
+        let cluster = Cluster::connect(ClientConfig::new(&fb.addr).unwrap())
+            .await
+            .unwrap();
+        let mut fb = fb;
+        let mut c = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                max_poll_records: 2,
+                initial_offset: Offset::At(0),
+                ..Default::default()
+            },
+        );
+        c.assign("t", None).await.unwrap();
+        let poll = tokio::spawn(async move {
+            let r = c.poll(Duration::from_secs(5)).await.unwrap();
+            (c, r)
+        });
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| {
+                (ErrorCode::None, vec![batch(0, &["a", "b", "c", "d", "e"])])
+            }))
+            .unwrap();
+        let (mut c, r) = poll.await.unwrap();
+        assert_eq!(r.len(), 2);
+        // Three records are still buffered: no fetch is issued for the partition.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fb.requests.recv())
+                .await
+                .is_err()
+        );
+        assert_eq!(c.poll(Duration::from_secs(1)).await.unwrap().len(), 2);
+        let last = c.poll(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(last.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4]);
+        // Drained: the next fetch (from offset 5) goes out.
+        let inc = next_req(&mut fb).await;
+        let Request::Fetch(f) = &inc.request else {
+            panic!()
+        };
+        assert_eq!(f.topics[0].partitions[0].fetch_offset, 5);
     }
 
     #[tokio::test]

@@ -1,2 +1,22 @@
-//! The Runnel broker library.
+//! The Runnel broker library: everything the `runnel-broker` binary runs, usable in-process by tests.
+//!
+//! # Layout
+//! - [`config`]: flags, `RUNNEL_*` environment, TOML file and defaults, merged and validated.
+//! - [`server`]: [`server::Server::start`] / [`server::ServerHandle`], the TCP listener, connections
+//!   (framing, pipelining, back-pressure) and metrics.
+//! - [`handlers`]: one module per API, from decoded request to response body.
+//! - [`metadata`]: the topic registry (persisted crash-safely) and the open partitions.
+//! - [`partition`]: the seam to storage and Raft that handlers program against.
+//! - [`admin_http`]: `/health/live`, `/health/ready`, `/metrics`.
+//! - [`groups`]: consumer-group membership, assignment and committed offsets.
+
+pub mod admin_http;
+pub mod config;
 pub mod groups;
+pub mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod server;
+
+pub use config::BrokerConfig;
+pub use server::{Server, ServerHandle, StartError};

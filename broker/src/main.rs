@@ -1,1 +1,100 @@
-fn main() {}
+//! `runnel-broker`: parses the configuration, sets up logging, starts the server and drains it on SIGTERM
+//! or SIGINT, exiting 0 after a clean drain (a second signal during the drain exits 1 at once).
+//! Configuration errors exit 2, start failures exit 1.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use runnel_broker::config::{BrokerConfig, LogFormat};
+use runnel_broker::Server;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// SIGTERM and SIGINT streams, installed before the server starts so an early signal still drains.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+async fn run(config: BrokerConfig) -> ExitCode {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("runnel-broker: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("runnel-broker: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let name = signals.recv().await;
+    tracing::info!(signal = name, "shutting down");
+    tokio::select! {
+        _ = server.shutdown() => ExitCode::SUCCESS,
+        again = signals.recv() => {
+            tracing::warn!(signal = again, "second signal during the drain; exiting at once");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let (config, print) = match BrokerConfig::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runnel-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if print {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(config.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("runnel")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnel-broker: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(config))
+}

@@ -1,0 +1,183 @@
+//! Consumer-group APIs: FindCoordinator, GroupHeartbeat, OffsetCommit, OffsetFetch, ListGroups, DescribeGroup.
+//!
+//! The coordinator is started on first use: the internal `__consumer_offsets` topic is created if missing
+//! (unlimited retention: it holds the only copy of committed offsets), its partitions' committed batches are
+//! replayed, and a task expires members whose session lapsed. On a single node this broker coordinates every
+//! group; FindCoordinator answers with its own advertised address.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use runnel_protocol::batch::validate;
+use runnel_protocol::messages::*;
+use runnel_protocol::{ErrorCode, ErrorResponse};
+
+use crate::groups::coordinator::{Coordinator, OffsetsLog, OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::metadata::LEADER_WAIT_MAX;
+use crate::partition::Partition;
+use crate::server::Broker;
+
+/// How often expired group members are looked for.
+const EXPIRE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// An offsets partition as the coordinator sees it.
+struct PartitionOffsetsLog(Arc<Partition>);
+
+impl OffsetsLog for PartitionOffsetsLog {
+    fn append(&self, batch: Bytes) -> BoxFuture<'_, Result<(), (ErrorCode, String)>> {
+        Box::pin(async move {
+            let header =
+                validate(&batch).map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))?;
+            self.0
+                .append(batch, &header, ACKS_ALL)
+                .await
+                .map(|_| ())
+                .map_err(|e| (e.code(), e.to_string()))
+        })
+    }
+    fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, (ErrorCode, String)> {
+        self.0
+            .read(offset, max_bytes)
+            .map_err(|e| (e.code(), e.to_string()))
+    }
+    fn log_start_offset(&self) -> u64 {
+        self.0.log_start_offset()
+    }
+    fn high_watermark(&self) -> u64 {
+        self.0.high_watermark()
+    }
+}
+
+fn unavailable(message: String) -> ErrorResponse {
+    ErrorResponse {
+        code: ErrorCode::CoordinatorNotAvailable,
+        message,
+    }
+}
+
+/// The coordinator, started on first use.
+async fn coordinator(broker: &Arc<Broker>) -> Result<Arc<Coordinator>, ErrorResponse> {
+    broker
+        .groups
+        .get_or_try_init(|| async {
+            if broker.registry.topic(OFFSETS_TOPIC).is_none() {
+                let configs = vec![("retention.ms".to_string(), "-1".to_string())];
+                if let Err(e) = broker
+                    .registry
+                    .create_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, 0, &configs, false)
+                    .await
+                {
+                    if e.code != ErrorCode::TopicAlreadyExists {
+                        return Err(unavailable(format!(
+                            "cannot create {OFFSETS_TOPIC}: {}",
+                            e.message
+                        )));
+                    }
+                }
+            }
+            if !broker
+                .registry
+                .await_leaders(OFFSETS_TOPIC, LEADER_WAIT_MAX)
+                .await
+            {
+                return Err(unavailable(format!(
+                    "{OFFSETS_TOPIC} has partitions without a leader"
+                )));
+            }
+            let topic = broker
+                .registry
+                .topic(OFFSETS_TOPIC)
+                .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} vanished")))?;
+            let logs: Vec<Arc<dyn OffsetsLog>> = topic
+                .partitions
+                .iter()
+                .map(|p| Arc::new(PartitionOffsetsLog(p.clone())) as Arc<dyn OffsetsLog>)
+                .collect();
+            let c = Arc::new(
+                Coordinator::load(logs)
+                    .map_err(|(_, m)| unavailable(format!("replaying offsets: {m}")))?,
+            );
+            let (weak, b) = (Arc::downgrade(&c), broker.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
+                loop {
+                    tokio::select! {
+                        _ = b.draining().cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let Some(c) = weak.upgrade() else { return };
+                    c.expire(&partition_counts(&b));
+                }
+            });
+            Ok(c)
+        })
+        .await
+        .cloned()
+}
+
+/// Partition count of every topic.
+fn partition_counts(broker: &Broker) -> BTreeMap<String, u32> {
+    broker
+        .registry
+        .topics()
+        .iter()
+        .map(|t| (t.record.name.clone(), t.partitions.len() as u32))
+        .collect()
+}
+
+pub fn find_coordinator(broker: &Broker, _req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    FindCoordinatorResponse {
+        error_code: 0,
+        error_message: None,
+        node_id: broker.config.node_id,
+        host: broker.advertised_host.clone(),
+        port: broker.advertised_port,
+    }
+}
+
+pub async fn heartbeat(
+    broker: &Arc<Broker>,
+    req: GroupHeartbeatRequest,
+) -> Result<GroupHeartbeatResponse, ErrorResponse> {
+    let c = coordinator(broker).await?;
+    Ok(c.heartbeat(req, &partition_counts(broker)))
+}
+
+pub async fn offset_commit(
+    broker: &Arc<Broker>,
+    req: OffsetCommitRequest,
+) -> Result<OffsetCommitResponse, ErrorResponse> {
+    let c = coordinator(broker).await?;
+    let hwm = |topic: &str, p: u32| {
+        broker
+            .registry
+            .partition(topic, p)
+            .ok()
+            .map(|p| p.high_watermark())
+    };
+    Ok(c.commit(req, hwm).await)
+}
+
+pub async fn offset_fetch(
+    broker: &Arc<Broker>,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, ErrorResponse> {
+    Ok(coordinator(broker).await?.fetch_offsets(&req))
+}
+
+pub async fn list_groups(
+    broker: &Arc<Broker>,
+    _req: ListGroupsRequest,
+) -> Result<ListGroupsResponse, ErrorResponse> {
+    Ok(coordinator(broker).await?.list())
+}
+
+pub async fn describe_group(
+    broker: &Arc<Broker>,
+    req: DescribeGroupRequest,
+) -> Result<DescribeGroupResponse, ErrorResponse> {
+    Ok(coordinator(broker).await?.describe(&req.group_id))
+}

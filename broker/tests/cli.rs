@@ -1,0 +1,238 @@
+//! The `runnel-broker` binary as a process: configuration precedence (flag > env > file > default, observed
+//! through `--print-config`), rejection of invalid settings, `--help`, and SIGTERM → drain → exit 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_runnel-broker");
+
+/// A command with no `RUNNEL_*` variables inherited from the test environment.
+fn broker() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RUNNEL_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn printed(c: &mut Command) -> toml::Table {
+    let out = c.arg("--print-config").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+fn get<'a>(t: &'a toml::Table, k: &str) -> &'a toml::Value {
+    t.get(k)
+        .unwrap_or_else(|| panic!("--print-config lacks {k}: {t:?}"))
+}
+
+#[test]
+fn precedence_is_flag_then_env_then_file_then_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broker.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\nnode-id = 5\nmax-connections = 77\nretention-ms = 1234\n",
+    )
+    .unwrap();
+
+    // Default only.
+    let t = printed(&mut broker());
+    assert_eq!(get(&t, "listen").as_str(), Some("127.0.0.1:9292"));
+    assert_eq!(get(&t, "advertise").as_str(), Some("127.0.0.1:9292"));
+    assert_eq!(get(&t, "admin-listen").as_str(), Some("127.0.0.1:9644"));
+    assert_eq!(get(&t, "data-dir").as_str(), Some("./runnel-data"));
+    assert_eq!(get(&t, "node-id").as_integer(), Some(1));
+    assert_eq!(get(&t, "max-connections").as_integer(), Some(10_000));
+    assert_eq!(
+        get(&t, "max-inflight-per-connection").as_integer(),
+        Some(256)
+    );
+
+    // File beats default.
+    let t = printed(broker().arg("--config").arg(&file));
+    assert_eq!(get(&t, "listen").as_str(), Some("127.0.0.1:1111"));
+    assert_eq!(get(&t, "node-id").as_integer(), Some(5));
+    assert_eq!(get(&t, "retention-ms").as_integer(), Some(1234));
+
+    // Env beats file (the file itself named through the environment too).
+    let t = printed(
+        broker()
+            .env("RUNNEL_CONFIG", &file)
+            .env("RUNNEL_LISTEN", "127.0.0.1:2222")
+            .env("RUNNEL_RETENTION_MS", "-1"),
+    );
+    assert_eq!(get(&t, "listen").as_str(), Some("127.0.0.1:2222"));
+    assert_eq!(get(&t, "retention-ms").as_integer(), Some(-1));
+    assert_eq!(
+        get(&t, "node-id").as_integer(),
+        Some(5),
+        "file still fills the rest"
+    );
+
+    // Flag beats env.
+    let t = printed(
+        broker()
+            .env("RUNNEL_CONFIG", &file)
+            .env("RUNNEL_LISTEN", "127.0.0.1:2222")
+            .env("RUNNEL_MAX_CONNECTIONS", "88")
+            .args(["--listen", "127.0.0.1:3333", "--max-connections", "99"]),
+    );
+    assert_eq!(get(&t, "listen").as_str(), Some("127.0.0.1:3333"));
+    assert_eq!(get(&t, "max-connections").as_integer(), Some(99));
+    assert_eq!(get(&t, "node-id").as_integer(), Some(5));
+}
+
+#[test]
+fn invalid_settings_exit_2_naming_the_key() {
+    for (args, env, key) in [
+        (
+            vec!["--max-inflight-per-connection", "0"],
+            None,
+            "max-inflight-per-connection",
+        ),
+        (
+            vec![],
+            Some(("RUNNEL_SEGMENT_BYTES", "12")),
+            "segment-bytes",
+        ),
+        (vec!["--peers", "2@h:1"], None, "peers"),
+        (vec!["--listen", "nowhere"], None, "listen"),
+    ] {
+        let mut c = broker();
+        c.args(&args).arg("--print-config");
+        if let Some((k, v)) = env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{args:?}: {err}");
+    }
+    // A clap-level error (not a number) also exits 2.
+    let out = broker().args(["--node-id", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let out = broker().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let h = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--data-dir",
+        "--listen",
+        "--advertise",
+        "--admin-listen",
+        "--node-id",
+        "--peers",
+        "--config",
+        "--log-format",
+        "--print-config",
+        "--max-connections",
+        "--max-inflight-per-connection",
+        "--default-partitions",
+        "--segment-bytes",
+        "--retention-ms",
+        "--retention-bytes",
+    ] {
+        assert!(h.contains(flag), "--help lacks {flag}");
+    }
+    assert!(!h.contains(" dump"), "no dump subcommand yet");
+}
+
+#[test]
+fn multi_node_peers_exit_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = broker()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--peers",
+        ])
+        .arg("1@127.0.0.1:9292,2@127.0.0.1:9293")
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("multi-node replication is not implemented yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = broker()
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Read log lines on a thread so a stuck broker fails the deadline instead of hanging the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listen = None;
+    while listen.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("broker never logged that it serves");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log lines");
+        if v["fields"]["message"] == "broker serving" {
+            listen = v["fields"]["listen"].as_str().map(str::to_string);
+        }
+    }
+    let addr: std::net::SocketAddr = listen.unwrap().parse().unwrap();
+    // It serves, with its data in ./runnel-data of its working directory.
+    assert!(std::net::TcpStream::connect(addr).is_ok());
+    assert!(dir.path().join("runnel-data/metadata.json").is_file());
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The log pipe closes with the process; gather what was left in it.
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        rest.push(line);
+    }
+    assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
+}

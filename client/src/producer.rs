@@ -1,0 +1,1246 @@
+//! The producer: records are appended straight into per-partition record batches (the on-disk format, built
+//! with `RecordBatchBuilder`), and a background sender ships each batch to its partition leader.
+//!
+//! Flow: [`Producer::enqueue`] picks the partition (explicit > `murmur2(key)` > sticky, see
+//! [`crate::partitioner`]), waits for buffer memory, copies key/value/headers into the partition's open batch
+//! and returns a [`DeliveryFuture`]. A batch closes when the next record would not fit in
+//! `batch_size_bytes`, when it has lingered `linger` since its first record, on `flush`, or at once when a
+//! caller is waiting for buffer memory. The sender groups closed batches by leader into one `Produce` request
+//! per broker.
+//!
+//! Invariants:
+//! - **Ordering:** at most one batch per partition is in flight; a batch that fails with a retriable error goes
+//!   back to the front of its partition's queue, so records of one partition are written in `enqueue` order
+//!   (many partitions are in flight in parallel). Without idempotence a retry after a timeout or a lost
+//!   connection can write a batch twice; that is the documented at-least-once behaviour.
+//! - **Bounded memory:** every record reserves its size estimate from a semaphore of `buffer_memory_bytes`
+//!   before it is copied; the reservation is returned when its batch completes. `enqueue` waits when the
+//!   buffer is full (back-pressure).
+//! - **Bounded retries:** a batch is sent at most `1 + retries` times (`retries ≤ PRODUCE_RETRIES_MAX`), with
+//!   exponential backoff, and only for errors that [`ClientError::retriable`] accepts.
+//! - **No per-record allocation:** a record costs one copy into its batch; every record of a batch shares the
+//!   batch's completion state (an `Arc`), its future holds only an index into it.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use runnel_protocol::batch::{RecordBatchBuilder, BATCH_HEADER_LEN};
+use runnel_protocol::limits::{BATCH_SIZE_BYTES_MAX, RECORDS_PER_BATCH_MAX};
+use runnel_protocol::messages::{
+    ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL, ACKS_LEADER, ACKS_NONE,
+};
+use runnel_protocol::{ErrorCode, Request, Response};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::error::{ClientError, Result};
+use crate::partitioner::partition_for_key;
+
+/// Default time a batch waits for more records after its first one.
+pub const LINGER_MS_DEFAULT: u64 = 5;
+/// Default size at which a batch is closed.
+pub const BATCH_SIZE_BYTES_DEFAULT: usize = 256 * 1024;
+/// Default bound on the bytes of records buffered and in flight.
+pub const BUFFER_MEMORY_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
+/// Largest `buffer_memory_bytes` (the semaphore counts permits in `u32` steps).
+pub const BUFFER_MEMORY_BYTES_MAX: usize = 1 << 31;
+/// Most times a batch is re-sent after a retriable error.
+pub const PRODUCE_RETRIES_MAX: u32 = 10;
+/// Default first retry backoff; doubles per attempt up to [`RETRY_BACKOFF_MAX`].
+pub const RETRY_BACKOFF_DEFAULT: Duration = Duration::from_millis(100);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How many replicas must have a batch before the broker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Committed by a majority (the default).
+    All,
+    /// Appended by the leader.
+    Leader,
+    /// Answered when handed to the partition, without waiting for storage.
+    None,
+}
+
+impl Acks {
+    fn wire(self) -> i8 {
+        match self {
+            Acks::All => ACKS_ALL,
+            Acks::Leader => ACKS_LEADER,
+            Acks::None => ACKS_NONE,
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Acks, String> {
+        match s {
+            "all" | "-1" => Ok(Acks::All),
+            "leader" | "1" => Ok(Acks::Leader),
+            "none" | "0" => Ok(Acks::None),
+            _ => Err(format!("acks must be all, leader or none, not {s:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acks::All => "all",
+            Acks::Leader => "leader",
+            Acks::None => "none",
+        })
+    }
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub linger: Duration,
+    pub batch_size_bytes: usize,
+    pub buffer_memory_bytes: usize,
+    pub acks: Acks,
+    /// Re-sends after retriable errors, at most [`PRODUCE_RETRIES_MAX`].
+    pub retries: u32,
+    pub retry_backoff: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(LINGER_MS_DEFAULT),
+            batch_size_bytes: BATCH_SIZE_BYTES_DEFAULT,
+            buffer_memory_bytes: BUFFER_MEMORY_BYTES_DEFAULT,
+            acks: Acks::All,
+            retries: PRODUCE_RETRIES_MAX,
+            retry_backoff: RETRY_BACKOFF_DEFAULT,
+        }
+    }
+}
+
+impl ProducerConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ClientError::InvalidArgument(m));
+        if self.batch_size_bytes <= BATCH_HEADER_LEN || self.batch_size_bytes > BATCH_SIZE_BYTES_MAX
+        {
+            return bad(format!(
+                "batch_size_bytes must be in {}..={BATCH_SIZE_BYTES_MAX}",
+                BATCH_HEADER_LEN + 1
+            ));
+        }
+        if self.buffer_memory_bytes == 0 || self.buffer_memory_bytes > BUFFER_MEMORY_BYTES_MAX {
+            return bad(format!(
+                "buffer_memory_bytes must be in 1..={BUFFER_MEMORY_BYTES_MAX}"
+            ));
+        }
+        if self.retries > PRODUCE_RETRIES_MAX {
+            return bad(format!("retries must be at most {PRODUCE_RETRIES_MAX}"));
+        }
+        Ok(())
+    }
+
+    /// Backoff before re-send number `attempt` (1-based): `retry_backoff · 2^(attempt-1)`, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(16);
+        self.retry_backoff
+            .saturating_mul(1u32 << exp)
+            .min(RETRY_BACKOFF_MAX)
+    }
+}
+
+/// One record to send. Key, value and headers are borrowed: they are copied into the batch by `enqueue`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerRecord<'a> {
+    pub topic: &'a str,
+    pub partition: Option<u32>,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(&'a [u8], &'a [u8])],
+    /// Milliseconds since the epoch; `None` = now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    pub fn new(topic: &'a str, value: &'a [u8]) -> ProducerRecord<'a> {
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value,
+            headers: &[],
+            timestamp: None,
+        }
+    }
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+    pub fn partition(mut self, p: u32) -> Self {
+        self.partition = Some(p);
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    /// The record's timestamp (create time, ms since the epoch).
+    pub timestamp: i64,
+}
+
+/// Completion state shared by every record of one batch.
+struct BatchShared {
+    topic: Arc<str>,
+    partition: u32,
+    state: Mutex<BatchState>,
+}
+
+#[derive(Default)]
+struct BatchState {
+    /// The batch's base offset, or why it failed.
+    result: Option<Result<u64>>,
+    done_at: Option<Instant>,
+    wakers: Vec<Waker>,
+}
+
+impl BatchShared {
+    fn complete(&self, result: Result<u64>) {
+        let wakers = {
+            let mut st = lock(&self.state);
+            if st.result.is_some() {
+                return;
+            }
+            st.result = Some(result);
+            st.done_at = Some(Instant::now());
+            std::mem::take(&mut st.wakers)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Resolves when the record's batch is acknowledged (or finally failed).
+pub struct DeliveryFuture {
+    batch: Arc<BatchShared>,
+    index: u32,
+    timestamp: i64,
+    waker_slot: Option<usize>,
+}
+
+impl std::fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryFuture")
+            .field("topic", &self.batch.topic)
+            .field("partition", &self.batch.partition)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl DeliveryFuture {
+    /// The result if the batch already completed, without waiting.
+    pub fn try_result(&self) -> Option<Result<RecordMetadata>> {
+        let st = lock(&self.batch.state);
+        st.result.as_ref().map(|r| self.metadata(r))
+    }
+
+    /// When the batch's answer arrived (for latency measurement), if it did.
+    pub fn completed_at(&self) -> Option<Instant> {
+        lock(&self.batch.state).done_at
+    }
+
+    fn metadata(&self, r: &Result<u64>) -> Result<RecordMetadata> {
+        match r {
+            Ok(base) => Ok(RecordMetadata {
+                topic: self.batch.topic.clone(),
+                partition: self.batch.partition,
+                offset: base + self.index as u64,
+                timestamp: self.timestamp,
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut st = lock(&this.batch.state);
+        if let Some(r) = &st.result {
+            return Poll::Ready(this.metadata(r));
+        }
+        match this.waker_slot {
+            Some(i) if st.wakers.get(i).is_some_and(|w| w.will_wake(cx.waker())) => {}
+            Some(i) if i < st.wakers.len() => st.wakers[i] = cx.waker().clone(),
+            _ => {
+                this.waker_slot = Some(st.wakers.len());
+                st.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+struct OpenBatch {
+    builder: RecordBatchBuilder,
+    shared: Arc<BatchShared>,
+    created: Instant,
+    reserved: usize,
+}
+
+struct ReadyBatch {
+    bytes: Bytes,
+    shared: Arc<BatchShared>,
+    reserved: usize,
+    /// Sends so far.
+    attempts: u32,
+    not_before: Option<Instant>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: bool,
+}
+
+struct TopicState {
+    name: Arc<str>,
+    partitions: Vec<PartitionQueue>,
+    /// The partition keyless records stick to while its open batch has room.
+    sticky: Option<u32>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<Arc<str>, TopicState>,
+    /// Batches created and not yet completed.
+    outstanding: usize,
+    /// Active `flush` calls: while > 0, open batches are sent without lingering.
+    flushing: usize,
+    closed: bool,
+}
+
+struct Inner {
+    cluster: Cluster,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    memory: Semaphore,
+    /// Callers waiting for buffer memory: open batches are then sent without lingering.
+    memory_waiters: AtomicUsize,
+    /// Wakes the sender (new batch, completion, flush, close).
+    wake: Notify,
+    /// Signalled whenever `outstanding` drops to zero.
+    idle: Notify,
+}
+
+/// Closes the producer when the last user handle goes; the sender then drains what is buffered and stops.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        lock(&self.inner.state).closed = true;
+        self.inner.wake.notify_one();
+    }
+}
+
+/// A batching, retrying producer. Cheap to clone; all clones share buffers and the sender.
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+impl Producer {
+    /// Starts a producer (and its sender task) on `cluster`. Must be called within a tokio runtime.
+    pub fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let inner = Arc::new(Inner {
+            cluster,
+            memory: Semaphore::new(config.buffer_memory_bytes),
+            config,
+            state: Mutex::new(State::default()),
+            memory_waiters: AtomicUsize::new(0),
+            wake: Notify::new(),
+            idle: Notify::new(),
+        });
+        tokio::spawn(run_sender(inner.clone()));
+        Ok(Producer {
+            handle: Arc::new(Handle { inner }),
+        })
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner().config
+    }
+
+    /// Sends one record and waits for its acknowledgement.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&[u8], &[u8])],
+        partition: Option<u32>,
+    ) -> Result<RecordMetadata> {
+        let rec = ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+            timestamp: None,
+        };
+        self.enqueue(rec).await?.await
+    }
+
+    /// Appends one record to its partition's batch, waiting for buffer memory if needed, and returns the
+    /// future of its acknowledgement. Records enqueued one after another for the same partition are written
+    /// in that order.
+    pub async fn enqueue(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
+        let inner = self.inner();
+        if lock(&inner.state).closed {
+            return Err(ClientError::Closed);
+        }
+        let size = RecordBatchBuilder::record_size_estimate(rec.key, rec.value, rec.headers);
+        let max = (BATCH_SIZE_BYTES_MAX - BATCH_HEADER_LEN).min(inner.config.buffer_memory_bytes);
+        if size > max {
+            return Err(ClientError::RecordTooLarge { size, max });
+        }
+        let topic = inner.cluster.topic(rec.topic).await?;
+        let mut partitions = topic.partitions.len() as u32;
+        if let Some(p) = rec.partition {
+            if p >= partitions {
+                // The topic may have grown since the cache was filled.
+                let meta = inner.cluster.refresh_metadata().await?;
+                partitions = meta
+                    .topic(rec.topic)
+                    .map_or(0, |t| t.partitions.len() as u32);
+                if p >= partitions {
+                    return Err(ClientError::broker(
+                        ErrorCode::UnknownTopicOrPartition,
+                        Some(format!(
+                            "topic {} has {partitions} partitions, no partition {p}",
+                            rec.topic
+                        )),
+                    ));
+                }
+            }
+        }
+        if partitions == 0 {
+            return Err(ClientError::broker(
+                ErrorCode::LeaderNotAvailable,
+                Some(format!("topic {} has no partitions yet", rec.topic)),
+            ));
+        }
+        self.reserve(size).await?;
+        let timestamp = rec.timestamp.unwrap_or_else(now_ms);
+        let mut st = lock(&inner.state);
+        if st.closed {
+            drop(st);
+            inner.memory.add_permits(size);
+            return Err(ClientError::Closed);
+        }
+        let State {
+            topics,
+            outstanding,
+            ..
+        } = &mut *st;
+        let ts = match topics.get_mut(rec.topic) {
+            Some(ts) => ts,
+            None => {
+                let name: Arc<str> = Arc::from(rec.topic);
+                topics.entry(name.clone()).or_insert(TopicState {
+                    name,
+                    partitions: Vec::new(),
+                    sticky: None,
+                })
+            }
+        };
+        if ts.partitions.len() < partitions as usize {
+            ts.partitions
+                .resize_with(partitions as usize, PartitionQueue::default);
+        }
+        let batch_size = inner.config.batch_size_bytes;
+        let p = match (rec.partition, rec.key) {
+            (Some(p), _) => p,
+            (None, Some(k)) => partition_for_key(k, partitions),
+            (None, None) => {
+                let fits = |q: &PartitionQueue| {
+                    q.open.as_ref().is_some_and(|o| {
+                        o.builder.size_bytes() + size <= batch_size
+                            && o.builder.len() < RECORDS_PER_BATCH_MAX
+                    })
+                };
+                match ts.sticky {
+                    Some(s) if s < partitions && fits(&ts.partitions[s as usize]) => s,
+                    prev => {
+                        let next = prev.map_or(0, |s| (s + 1) % partitions);
+                        ts.sticky = Some(next);
+                        next
+                    }
+                }
+            }
+        };
+        let q = &mut ts.partitions[p as usize];
+        let mut wake = false;
+        if let Some(o) = &q.open {
+            if o.builder.size_bytes() + size > batch_size
+                || o.builder.len() >= RECORDS_PER_BATCH_MAX
+            {
+                close_open(q);
+                wake = true;
+            }
+        }
+        let open = q.open.get_or_insert_with(|| {
+            wake = true;
+            *outstanding += 1;
+            OpenBatch {
+                builder: RecordBatchBuilder::new(batch_size.max(size + BATCH_HEADER_LEN)),
+                shared: Arc::new(BatchShared {
+                    topic: ts.name.clone(),
+                    partition: p,
+                    state: Mutex::new(BatchState::default()),
+                }),
+                created: Instant::now(),
+                reserved: 0,
+            }
+        });
+        let index = open.builder.len();
+        open.builder
+            .push(timestamp, rec.key, rec.value, rec.headers);
+        open.reserved += size;
+        let fut = DeliveryFuture {
+            batch: open.shared.clone(),
+            index,
+            timestamp,
+            waker_slot: None,
+        };
+        if open.builder.size_bytes() >= batch_size {
+            close_open(q);
+            wake = true;
+        }
+        drop(st);
+        if wake {
+            inner.wake.notify_one();
+        }
+        Ok(fut)
+    }
+
+    async fn reserve(&self, size: usize) -> Result<()> {
+        let inner = self.inner();
+        let n = size as u32; // size ≤ buffer_memory_bytes ≤ BUFFER_MEMORY_BYTES_MAX < u32::MAX
+        match inner.memory.try_acquire_many(n) {
+            Ok(p) => p.forget(),
+            Err(_) => {
+                inner.memory_waiters.fetch_add(1, Ordering::SeqCst);
+                inner.wake.notify_one();
+                let r = inner.memory.acquire_many(n).await;
+                inner.memory_waiters.fetch_sub(1, Ordering::SeqCst);
+                r.map_err(|_| ClientError::Closed)?.forget();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends everything buffered now, without lingering, and waits until every batch created so far has
+    /// completed (acknowledged or failed).
+    pub async fn flush(&self) {
+        let inner = self.inner();
+        lock(&inner.state).flushing += 1;
+        inner.wake.notify_one();
+        loop {
+            let idle = inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if lock(&inner.state).outstanding == 0 {
+                break;
+            }
+            idle.await;
+        }
+        lock(&inner.state).flushing -= 1;
+    }
+
+    /// Refuses new records, sends what is buffered and waits for it.
+    pub async fn close(&self) {
+        lock(&self.inner().state).closed = true;
+        self.flush().await;
+    }
+
+    /// Bytes of buffer memory currently free (for tests and diagnostics).
+    pub fn available_memory(&self) -> usize {
+        self.inner().memory.available_permits()
+    }
+}
+
+fn close_open(q: &mut PartitionQueue) {
+    if let Some(o) = q.open.take() {
+        q.ready.push_back(ReadyBatch {
+            bytes: o.builder.finish(),
+            shared: o.shared,
+            reserved: o.reserved,
+            attempts: 0,
+            not_before: None,
+        });
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A batch taken for sending.
+struct InFlight {
+    topic: Arc<str>,
+    partition: u32,
+    batch: ReadyBatch,
+}
+
+/// Takes every batch that may be sent now (marking its partition in flight) and returns the next time a
+/// lingering or backing-off batch becomes sendable.
+fn collect(inner: &Inner, now: Instant) -> (Vec<InFlight>, Option<Instant>) {
+    let mut st = lock(&inner.state);
+    let hurry = st.flushing > 0 || st.closed || inner.memory_waiters.load(Ordering::SeqCst) > 0;
+    let linger = inner.config.linger;
+    let mut out = Vec::new();
+    let mut next: Option<Instant> = None;
+    let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+    for ts in st.topics.values_mut() {
+        for (p, q) in ts.partitions.iter_mut().enumerate() {
+            if q.in_flight {
+                continue;
+            }
+            if q.ready.is_empty() {
+                match &q.open {
+                    Some(o) if hurry || o.created + linger <= now => close_open(q),
+                    Some(o) => {
+                        earliest(o.created + linger);
+                        continue;
+                    }
+                    None => continue,
+                }
+            }
+            match q.ready.front().and_then(|b| b.not_before) {
+                Some(t) if t > now => {
+                    earliest(t);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(batch) = q.ready.pop_front() {
+                q.in_flight = true;
+                out.push(InFlight {
+                    topic: ts.name.clone(),
+                    partition: p as u32,
+                    batch,
+                });
+            }
+        }
+    }
+    (out, next)
+}
+
+async fn run_sender(inner: Arc<Inner>) {
+    loop {
+        let (batches, next) = collect(&inner, Instant::now());
+        if !batches.is_empty() {
+            dispatch(&inner, batches);
+        }
+        {
+            let st = lock(&inner.state);
+            if st.closed && st.outstanding == 0 {
+                return;
+            }
+        }
+        match next {
+            Some(t) => {
+                tokio::select! {
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep_until(t) => {}
+                }
+            }
+            None => inner.wake.notified().await,
+        }
+    }
+}
+
+/// Groups batches by leader and spawns one produce request per broker. Batches whose leader is unknown are
+/// handed back as failed attempts (retried after a metadata refresh, within the retry bound).
+fn dispatch(inner: &Arc<Inner>, batches: Vec<InFlight>) {
+    let mut by_leader: HashMap<u32, Vec<InFlight>> = HashMap::new();
+    let mut leaderless = Vec::new();
+    for b in batches {
+        match inner.cluster.leader(&b.topic, b.partition) {
+            Some(l) => by_leader.entry(l).or_default().push(b),
+            None => leaderless.push(b),
+        }
+    }
+    if !leaderless.is_empty() {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _ = inner.cluster.refresh_metadata().await;
+            for b in leaderless {
+                let e = ClientError::broker(
+                    ErrorCode::LeaderNotAvailable,
+                    Some(format!("no known leader for {}/{}", b.topic, b.partition)),
+                );
+                finish(&inner, b, Err(e));
+            }
+        });
+    }
+    for (leader, group) in by_leader {
+        tokio::spawn(send_to(inner.clone(), leader, group));
+    }
+}
+
+async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
+    let timeout = inner.cluster.request_timeout();
+    let mut topics: Vec<ProduceTopicData> = Vec::new();
+    for b in &group {
+        let data = ProducePartitionData {
+            partition: b.partition,
+            batch: b.batch.bytes.clone(),
+        };
+        match topics.iter_mut().find(|t| *t.name == *b.topic) {
+            Some(t) => t.partitions.push(data),
+            None => topics.push(ProduceTopicData {
+                name: b.topic.to_string(),
+                partitions: vec![data],
+            }),
+        }
+    }
+    let req = Request::Produce(ProduceRequest {
+        acks: inner.config.acks.wire(),
+        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+        topics,
+    });
+    let result = async {
+        let conn = inner.cluster.connection(leader).await?;
+        match conn.request(&req, timeout).await {
+            Err(e @ ClientError::Timeout { .. }) => {
+                // A broker that stopped answering: open a fresh connection next time.
+                inner
+                    .cluster
+                    .drop_connection(&conn.addr().to_string())
+                    .await;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+    .await;
+    let mut refresh = false;
+    let mut outcomes: Vec<(InFlight, Result<u64>)> = Vec::with_capacity(group.len());
+    match result {
+        Ok(Response::Produce(resp)) => {
+            for b in group {
+                let part = resp
+                    .topics
+                    .iter()
+                    .filter(|t| *t.name == *b.topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition == b.partition);
+                let r = match part {
+                    None => Err(ClientError::Protocol(format!(
+                        "produce response lacks {}/{}",
+                        b.topic, b.partition
+                    ))),
+                    Some(p) if p.error_code == 0 => Ok(p.base_offset),
+                    Some(p) => Err(ClientError::broker(
+                        ErrorCode::from_u16(p.error_code),
+                        p.error_message.clone(),
+                    )),
+                };
+                if let Err(e) = &r {
+                    refresh |= e.needs_metadata_refresh();
+                }
+                outcomes.push((b, r));
+            }
+        }
+        Ok(_) => {
+            for b in group {
+                outcomes.push((
+                    b,
+                    Err(ClientError::Protocol(
+                        "Produce answered with another response".into(),
+                    )),
+                ));
+            }
+        }
+        Err(e) => {
+            refresh = e.needs_metadata_refresh();
+            for b in group {
+                outcomes.push((b, Err(e.clone())));
+            }
+        }
+    }
+    if refresh {
+        let _ = inner.cluster.refresh_metadata().await;
+    }
+    for (b, r) in outcomes {
+        finish(&inner, b, r);
+    }
+}
+
+/// Completes a batch, or puts it back at the front of its partition queue for a bounded retry.
+fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>) {
+    b.batch.attempts += 1;
+    let retry = match &r {
+        Err(e) => e.retriable() && b.batch.attempts <= inner.config.retries,
+        Ok(_) => false,
+    };
+    let mut st = lock(&inner.state);
+    let q = st
+        .topics
+        .get_mut(&b.topic)
+        .and_then(|t| t.partitions.get_mut(b.partition as usize));
+    if let Some(q) = q {
+        q.in_flight = false;
+        if retry {
+            b.batch.not_before = Some(Instant::now() + inner.config.backoff(b.batch.attempts));
+            q.ready.push_front(b.batch);
+            drop(st);
+            inner.wake.notify_one();
+            return;
+        }
+    }
+    st.outstanding = st.outstanding.saturating_sub(1);
+    let idle = st.outstanding == 0;
+    drop(st);
+    b.batch.shared.complete(r);
+    inner.memory.add_permits(b.batch.reserved);
+    if idle {
+        inner.idle.notify_waiters();
+    }
+    inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClientConfig;
+    use crate::testing::{self, FakeBroker};
+    use runnel_protocol::batch::{records, validate};
+    use runnel_protocol::messages::{
+        ProducePartitionResponse, ProduceResponse, ProduceTopicResponse,
+    };
+
+    async fn setup(topics: &[(&str, u32)], config: ProducerConfig) -> (FakeBroker, Producer) {
+        let fb = testing::start(topics).await;
+        let cluster = Cluster::connect(ClientConfig::new(&fb.addr).unwrap())
+            .await
+            .unwrap();
+        let p = Producer::new(cluster, config).unwrap();
+        (fb, p)
+    }
+
+    /// Answers a produce request: every partition gets `code` and base offset `next[partition]`.
+    fn answer(req: &Request, code: ErrorCode, next: &mut HashMap<u32, u64>) -> Response {
+        let Request::Produce(r) = req else {
+            panic!("expected produce, got {req:?}")
+        };
+        Response::Produce(ProduceResponse {
+            topics: r
+                .topics
+                .iter()
+                .map(|t| ProduceTopicResponse {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let h = validate(&p.batch).unwrap();
+                            let base = next.entry(p.partition).or_insert(0);
+                            let out = *base;
+                            if code == ErrorCode::None {
+                                *base += h.record_count as u64;
+                            }
+                            ProducePartitionResponse {
+                                partition: p.partition,
+                                error_code: code.as_u16(),
+                                base_offset: out,
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+    }
+
+    fn batches(req: &Request) -> Vec<(u32, Bytes)> {
+        let Request::Produce(r) = req else { panic!() };
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.batch.clone())))
+            .collect()
+    }
+
+    async fn next_req(fb: &mut FakeBroker) -> testing::Incoming {
+        tokio::time::timeout(Duration::from_secs(5), fb.requests.recv())
+            .await
+            .expect("no request within 5 s")
+            .expect("fake broker gone")
+    }
+
+    #[tokio::test]
+    async fn records_are_batched_and_acked_with_dense_offsets() {
+        let (mut fb, p) = setup(&[("t", 1)], ProducerConfig::default()).await;
+        let mut futs = vec![];
+        for i in 0..10u32 {
+            let v = format!("v{i}");
+            futs.push(
+                p.enqueue(ProducerRecord::new("t", v.as_bytes()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let inc = next_req(&mut fb).await;
+        let bs = batches(&inc.request);
+        assert_eq!(bs.len(), 1);
+        let recs = records(&bs[0].1).unwrap();
+        assert_eq!(recs.len(), 10);
+        assert_eq!(recs[3].value.as_deref(), Some(&b"v3"[..]));
+        let mut next = HashMap::from([(0, 100)]);
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut next))
+            .unwrap();
+        for (i, f) in futs.into_iter().enumerate() {
+            let m = f.await.unwrap();
+            assert_eq!((m.partition, m.offset), (0, 100 + i as u64));
+            assert_eq!(&*m.topic, "t");
+        }
+        p.flush().await;
+        assert_eq!(p.available_memory(), BUFFER_MEMORY_BYTES_DEFAULT);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_sent_without_waiting_for_linger() {
+        let cfg = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            batch_size_bytes: 1000,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let value = [7u8; 100];
+        let per = RecordBatchBuilder::record_size_estimate(None, &value, &[]);
+        let mut futs = vec![];
+        for _ in 0..20 {
+            futs.push(
+                p.enqueue(ProducerRecord::new("t", &value).partition(0))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut next = HashMap::new();
+        let mut counts = vec![];
+        // Full batches go out at once, one at a time (one in flight per partition), each closed only when the
+        // next record would not have fitted.
+        loop {
+            let inc =
+                match tokio::time::timeout(Duration::from_millis(300), fb.requests.recv()).await {
+                    Ok(r) => r.unwrap(),
+                    Err(_) => break,
+                };
+            let bs = batches(&inc.request);
+            assert_eq!(bs.len(), 1);
+            let len = bs[0].1.len();
+            assert!(len <= 1000 && len + per > 1000, "batch of {len} bytes");
+            counts.push(records(&bs[0].1).unwrap().len());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), fb.requests.recv())
+                    .await
+                    .is_err(),
+                "a second batch went out while one was in flight"
+            );
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, &mut next))
+                .unwrap();
+        }
+        assert!(counts.len() >= 2, "{counts:?}");
+        let sent: usize = counts.iter().sum();
+        assert!(sent < 20, "the lingering tail was sent: {counts:?}");
+        // flush sends the lingering tail.
+        let flusher = {
+            let p = p.clone();
+            tokio::spawn(async move { p.flush().await })
+        };
+        let inc = next_req(&mut fb).await;
+        let rest = records(&batches(&inc.request)[0].1).unwrap().len();
+        assert_eq!(sent + rest, 20);
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut next))
+            .unwrap();
+        flusher.await.unwrap();
+        let offs: Vec<u64> = futures::future::join_all(futs)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().offset)
+            .collect();
+        assert_eq!(offs, (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_lone_record_waits_for_linger() {
+        let cfg = ProducerConfig {
+            linger: Duration::from_millis(80),
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let t0 = Instant::now();
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        assert!(t0.elapsed() >= Duration::from_millis(80));
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut HashMap::new()))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 0);
+    }
+
+    #[tokio::test]
+    async fn retriable_errors_are_retried_up_to_the_bound_then_fail() {
+        let cfg = ProducerConfig {
+            linger: Duration::ZERO,
+            retries: 3,
+            retry_backoff: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        for _ in 0..4 {
+            let inc = next_req(&mut fb).await;
+            inc.reply
+                .send(answer(
+                    &inc.request,
+                    ErrorCode::NotLeader,
+                    &mut HashMap::new(),
+                ))
+                .unwrap();
+        }
+        let e = f.await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotLeader));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fb.requests.recv())
+                .await
+                .is_err(),
+            "sent more than 1 + retries times"
+        );
+        // A retriable error followed by success delivers.
+        let f = p.enqueue(ProducerRecord::new("t", b"y")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::LeaderNotAvailable,
+                &mut HashMap::new(),
+            ))
+            .unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::None,
+                &mut HashMap::from([(0, 5)]),
+            ))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 5);
+    }
+
+    #[tokio::test]
+    async fn non_retriable_errors_fail_at_once() {
+        let cfg = ProducerConfig {
+            linger: Duration::ZERO,
+            retry_backoff: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::CorruptMessage,
+                &mut HashMap::new(),
+            ))
+            .unwrap();
+        assert_eq!(f.await.unwrap_err().code(), Some(ErrorCode::CorruptMessage));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fb.requests.recv())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn enqueue_waits_at_the_buffer_memory_limit() {
+        let value = [1u8; 200];
+        let per = RecordBatchBuilder::record_size_estimate(None, &value, &[]);
+        let cfg = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            buffer_memory_bytes: per * 3,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let mut futs = vec![];
+        for _ in 0..3 {
+            futs.push(p.enqueue(ProducerRecord::new("t", &value)).await.unwrap());
+        }
+        assert_eq!(p.available_memory(), 0);
+        let blocked = {
+            let p = p.clone();
+            tokio::spawn(async move { p.enqueue(ProducerRecord::new("t", &[1u8; 200])).await })
+        };
+        // The waiting caller makes the lingering batch go out at once; it stays blocked until that completes.
+        let inc = next_req(&mut fb).await;
+        assert_eq!(records(&batches(&inc.request)[0].1).unwrap().len(), 3);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), async {
+                while !blocked.is_finished() {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .is_err(),
+            "enqueue went past the buffer memory limit"
+        );
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut HashMap::new()))
+            .unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(5), blocked)
+            .await
+            .expect("enqueue stayed blocked after memory was freed")
+            .unwrap()
+            .unwrap();
+        for f in futs {
+            f.await.unwrap();
+        }
+        let flusher = {
+            let p = p.clone();
+            tokio::spawn(async move { p.flush().await })
+        };
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::None,
+                &mut HashMap::from([(0, 3)]),
+            ))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 3);
+        flusher.await.unwrap();
+        assert_eq!(p.available_memory(), per * 3);
+        // A record larger than the whole buffer is refused rather than waiting forever.
+        let big = vec![0u8; per * 4];
+        assert!(matches!(
+            p.enqueue(ProducerRecord::new("t", &big)).await,
+            Err(ClientError::RecordTooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn partition_choice_explicit_keyed_and_sticky() {
+        let cfg = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 4)], cfg).await;
+        let f1 = p
+            .enqueue(ProducerRecord::new("t", b"a").partition(3))
+            .await
+            .unwrap();
+        let f2 = p
+            .enqueue(ProducerRecord::new("t", b"b").key(b"foobar"))
+            .await
+            .unwrap();
+        let f3 = p.enqueue(ProducerRecord::new("t", b"c")).await.unwrap();
+        let f4 = p.enqueue(ProducerRecord::new("t", b"d")).await.unwrap();
+        let e = p
+            .enqueue(ProducerRecord::new("t", b"e").partition(4))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownTopicOrPartition));
+        let e = p
+            .enqueue(ProducerRecord::new("nope", b"e"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownTopicOrPartition));
+        let flusher = {
+            let p = p.clone();
+            tokio::spawn(async move { p.flush().await })
+        };
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut HashMap::new()))
+            .unwrap();
+        flusher.await.unwrap();
+        assert_eq!(f1.await.unwrap().partition, 3);
+        assert_eq!(f2.await.unwrap().partition, partition_for_key(b"foobar", 4));
+        // Keyless records stick to one partition while its batch is open.
+        let (a, b) = (f3.await.unwrap(), f4.await.unwrap());
+        assert_eq!(a.partition, b.partition);
+        assert_eq!(b.offset, a.offset + 1);
+    }
+
+    #[tokio::test]
+    async fn close_refuses_new_records_after_draining() {
+        let (mut fb, p) = setup(&[("t", 1)], ProducerConfig::default()).await;
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let closer = {
+            let p = p.clone();
+            tokio::spawn(async move { p.close().await })
+        };
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut HashMap::new()))
+            .unwrap();
+        closer.await.unwrap();
+        f.await.unwrap();
+        assert_eq!(
+            p.enqueue(ProducerRecord::new("t", b"y")).await.unwrap_err(),
+            ClientError::Closed
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let c = ProducerConfig::default();
+        assert_eq!(c.backoff(1), RETRY_BACKOFF_DEFAULT);
+        assert_eq!(c.backoff(2), RETRY_BACKOFF_DEFAULT * 2);
+        assert_eq!(c.backoff(PRODUCE_RETRIES_MAX), RETRY_BACKOFF_MAX);
+        assert_eq!(c.backoff(u32::MAX), RETRY_BACKOFF_MAX);
+        let bad = ProducerConfig {
+            retries: PRODUCE_RETRIES_MAX + 1,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = ProducerConfig {
+            batch_size_bytes: BATCH_SIZE_BYTES_MAX + 1,
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

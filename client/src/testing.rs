@@ -1,0 +1,133 @@
+//! Test support: a scriptable fake broker on loopback. It answers `ApiVersions` and `Metadata` itself and
+//! hands every other request to the test, which answers (or not) through a oneshot, in any order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use runnel_protocol::frame::{concat, encode_response};
+use runnel_protocol::messages::{BrokerMeta, MetadataResponse, PartitionMeta, TopicMeta};
+use runnel_protocol::{Request, Response};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::tests::all_versions;
+
+/// One request the fake broker received; send the answer through `reply` (drop it to never answer).
+pub struct Incoming {
+    pub request: Request,
+    pub reply: oneshot::Sender<Response>,
+}
+
+pub struct FakeBroker {
+    pub addr: String,
+    pub requests: mpsc::UnboundedReceiver<Incoming>,
+}
+
+/// Metadata for a one-broker cluster with the given topics (name, partition count), all led by node 1.
+pub fn single_node_metadata(port: u16, topics: &[(&str, u32)]) -> MetadataResponse {
+    MetadataResponse {
+        cluster_id: "fake".into(),
+        controller_id: Some(1),
+        brokers: vec![BrokerMeta {
+            node_id: 1,
+            host: "127.0.0.1".into(),
+            port,
+        }],
+        topics: topics
+            .iter()
+            .map(|(name, n)| TopicMeta {
+                name: name.to_string(),
+                partitions: (0..*n)
+                    .map(|p| PartitionMeta {
+                        partition: p,
+                        leader: Some(1),
+                        replicas: vec![1],
+                        in_sync: vec![1],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Starts a fake broker serving metadata for `topics`.
+pub async fn start(topics: &[(&str, u32)]) -> FakeBroker {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let meta = Arc::new(single_node_metadata(
+        addr.port(),
+        &topics.iter().map(|(n, p)| (*n, *p)).collect::<Vec<_>>(),
+    ));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let tx = tx.clone();
+            let meta = meta.clone();
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = s.into_split();
+                let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+                tokio::spawn(async move {
+                    while let Some(b) = out_rx.recv().await {
+                        if wr.write_all(&b).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut s = rd_stream(&mut rd);
+                while let Some((h, r)) = s.next().await {
+                    let id = h.correlation_id;
+                    let answer = move |r: &Response| concat(&encode_response(id, Ok(r)));
+                    match r {
+                        Request::ApiVersions(_) => {
+                            let _ = out_tx.send(answer(&Response::ApiVersions(all_versions())));
+                        }
+                        Request::Metadata(_) => {
+                            let _ = out_tx.send(answer(&Response::Metadata((*meta).clone())));
+                        }
+                        other => {
+                            let (reply, rx) = oneshot::channel();
+                            let _ = tx.send(Incoming {
+                                request: other,
+                                reply,
+                            });
+                            let out_tx = out_tx.clone();
+                            tokio::spawn(async move {
+                                if let Ok(r) = rx.await {
+                                    let _ = out_tx.send(answer(&r));
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        }
+    });
+    FakeBroker {
+        addr: addr.to_string(),
+        requests: rx,
+    }
+}
+
+/// Adapts a read half to the frame reader used by the connection tests.
+fn rd_stream(rd: &mut tokio::net::tcp::OwnedReadHalf) -> FrameStream<'_> {
+    FrameStream { rd }
+}
+
+struct FrameStream<'a> {
+    rd: &'a mut tokio::net::tcp::OwnedReadHalf,
+}
+
+impl FrameStream<'_> {
+    async fn next(&mut self) -> Option<(runnel_protocol::RequestHeader, Request)> {
+        use tokio::io::AsyncReadExt;
+        let mut len = [0u8; 4];
+        self.rd.read_exact(&mut len).await.ok()?;
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.rd.read_exact(&mut buf).await.ok()?;
+        let (h, body) = runnel_protocol::frame::decode_request(Bytes::from(buf)).ok()?;
+        Some((h, body.ok()?))
+    }
+}

@@ -7,6 +7,8 @@
 //! - [`handlers`]: one module per API, from decoded request to response body.
 //! - [`metadata`]: the topic registry (persisted crash-safely) and the open partitions.
 //! - [`partition`]: the seam to storage and Raft that handlers program against.
+//! - [`storage`]: the memory-mapped segment log that is also the Raft log.
+//! - [`raft`]: the openraft glue; the only module that names openraft types.
 //! - [`admin_http`]: `/health/live`, `/health/ready`, `/metrics`.
 //! - [`groups`]: consumer-group membership, assignment and committed offsets.
 
@@ -16,7 +18,9 @@ pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;
+pub mod raft;
 pub mod server;
+pub mod storage;
 
 pub use config::BrokerConfig;
 pub use server::{Server, ServerHandle, StartError};

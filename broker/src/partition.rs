@@ -1,18 +1,28 @@
-//! TEMPORARY stand-in, replaced by the storage branch.
+//! The seam between storage/raft and the server: one partition replica ([`Partition`]) = its segment log +
+//! its Raft group. The server only ever uses this API; no openraft type appears here.
 //!
-//! The seam between the server and storage/raft: one partition replica as the handlers see it. This version
-//! keeps every batch in memory (a `Vec` per partition), stamps base offsets at append, and commits at once
-//! (high watermark = log end); nothing survives a restart. Its signatures are exactly those of the real
-//! implementation (`/work/briefs/partition-api.md`), so the server code does not change when it is replaced.
-//!
-//! Invariants: batches are stored in offset order and are dense (`batches[i+1].base == batches[i].next`);
-//! `high_watermark == log_end_offset`; the watch channel always holds the current high watermark.
+//! Invariants: `read` serves only whole batches below the high watermark (committed data), as zero-copy
+//! slices of the mapped segments; an append with acks=all resolves only once committed; after `shutdown`
+//! every call fails with `ShuttingDown`.
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use runnel_protocol::batch::{self, RecordBatchHeader};
+use bytes::Bytes;
+use runnel_protocol::batch::{RecordBatchHeader, BATCH_HEADER_LEN};
+use runnel_protocol::messages::produce::ACKS_NONE;
 use runnel_protocol::ErrorCode;
+
+use crate::raft::{GroupConfig, GroupError, RaftGroup};
+use crate::storage::log::now_ms;
+use crate::storage::{PartitionLog, StorageError};
+
+pub use crate::storage::{LogConfig, StorageContext};
+
+/// How often a partition checks whether retention should snapshot + purge.
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionId {
@@ -20,35 +30,9 @@ pub struct PartitionId {
     pub partition: u32,
 }
 
-/// Per-partition log settings (topic configs map onto these).
-#[derive(Clone, Debug)]
-pub struct LogConfig {
-    /// Roll the active segment at this size; default 128 MiB.
-    pub segment_bytes: u64,
-    /// Roll after this age; default 7 days.
-    pub segment_ms: u64,
-    /// Default None (unlimited).
-    pub retention_bytes: Option<u64>,
-    /// Default Some(7 days).
-    pub retention_ms: Option<u64>,
-    /// Sparse index granularity; default 4096.
-    pub index_interval_bytes: u32,
-}
-
-impl Default for LogConfig {
-    fn default() -> LogConfig {
-        LogConfig {
-            segment_bytes: 128 * 1024 * 1024,
-            segment_ms: 7 * 24 * 3600 * 1000,
-            retention_bytes: None,
-            retention_ms: Some(7 * 24 * 3600 * 1000),
-            index_interval_bytes: 4096,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendOutcome {
+    /// The batch's first offset; `u64::MAX` (-1 on the wire) for acks=none, which does not wait for it.
     pub base_offset: u64,
     pub log_append_time_ms: i64,
 }
@@ -72,6 +56,8 @@ pub enum PartitionError {
 }
 
 impl PartitionError {
+    /// NotLeader→NotLeader, OffsetOutOfRange→OffsetOutOfRange, Storage→StorageError,
+    /// ShuttingDown→BrokerShuttingDown, Timeout→RequestTimedOut
     pub fn code(&self) -> ErrorCode {
         match self {
             PartitionError::NotLeader { .. } => ErrorCode::NotLeader,
@@ -83,179 +69,263 @@ impl PartitionError {
     }
 }
 
-/// Broker-wide storage services shared by every partition. The stand-in has none.
-#[derive(Clone, Default)]
-pub struct StorageContext {}
-
-impl StorageContext {
-    pub fn new() -> StorageContext {
-        StorageContext {}
+impl From<GroupError> for PartitionError {
+    fn from(e: GroupError) -> Self {
+        match e {
+            GroupError::NotLeader { leader } => PartitionError::NotLeader {
+                leader_hint: leader.and_then(|l| u32::try_from(l).ok()),
+            },
+            GroupError::Storage(s) | GroupError::Unsupported(s) => PartitionError::Storage(s),
+            GroupError::ShuttingDown => PartitionError::ShuttingDown,
+            GroupError::Timeout(_) => PartitionError::Timeout,
+        }
     }
 }
 
-struct StoredBatch {
-    base_offset: u64,
-    next_offset: u64,
-    max_timestamp: i64,
-    bytes: Bytes,
+impl From<StorageError> for PartitionError {
+    fn from(e: StorageError) -> Self {
+        PartitionError::Storage(e.to_string())
+    }
 }
 
-struct Log {
-    batches: Vec<StoredBatch>,
-    end: u64,
-    closed: bool,
+/// Tuning beyond the API's `open` arguments (Raft timing, the retention check period).
+#[derive(Clone, Debug)]
+pub struct PartitionOptions {
+    pub group: GroupConfig,
+    pub retention_check_interval: Duration,
 }
 
-/// One partition replica on this broker. Shared as `Arc<Partition>`.
+impl Default for PartitionOptions {
+    fn default() -> Self {
+        PartitionOptions {
+            group: GroupConfig::default(),
+            retention_check_interval: RETENTION_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// One partition replica on this broker: its segment log and its Raft group. Shared as `Arc<Partition>`.
 pub struct Partition {
     id: PartitionId,
-    node_id: u32,
-    log: std::sync::Mutex<Log>,
-    hwm_tx: tokio::sync::watch::Sender<u64>,
+    group: RaftGroup,
+    log: PartitionLog,
+    hwm: tokio::sync::watch::Receiver<u64>,
+    closed: AtomicBool,
+    retention_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("id", &self.id)
+            .field("group", &self.group)
+            .finish()
+    }
 }
 
 impl Partition {
-    /// Creates `dir` (so the server's layout is exercised) and an empty in-memory log led by this node.
+    /// Opens (running crash recovery) or creates the replica whose files live in `dir` (created if missing).
+    /// `voters` is the replica set; with `voters == [node_id]` (single node) a new group is initialized with
+    /// that membership and becomes leader by itself within a moment.
     pub async fn open(
         id: PartitionId,
         dir: PathBuf,
         node_id: u32,
         voters: Vec<u32>,
-        _config: LogConfig,
-        _ctx: StorageContext,
+        config: LogConfig,
+        ctx: StorageContext,
     ) -> Result<Arc<Partition>, PartitionError> {
-        if voters != [node_id] {
-            return Err(PartitionError::Storage(
-                "the in-memory stand-in supports a single voter only".into(),
-            ));
-        }
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| PartitionError::Storage(format!("create {}: {e}", dir.display())))?;
-        let (hwm_tx, _) = tokio::sync::watch::channel(0);
-        Ok(Arc::new(Partition {
+        Partition::open_with(
             id,
+            dir,
             node_id,
-            log: std::sync::Mutex::new(Log {
-                batches: Vec::new(),
-                end: 0,
-                closed: false,
-            }),
-            hwm_tx,
-        }))
+            voters,
+            config,
+            ctx,
+            PartitionOptions::default(),
+        )
+        .await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        // A poisoned lock only means another thread panicked mid-append; the Vec is still consistent.
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    /// [`Partition::open`] with explicit [`PartitionOptions`].
+    pub async fn open_with(
+        id: PartitionId,
+        dir: PathBuf,
+        node_id: u32,
+        voters: Vec<u32>,
+        config: LogConfig,
+        ctx: StorageContext,
+        options: PartitionOptions,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let voters: Vec<u64> = voters.into_iter().map(u64::from).collect();
+        if voters != [u64::from(node_id)] {
+            return Err(PartitionError::Storage(format!(
+                "multi-node replication is not implemented yet (voters {voters:?})"
+            )));
+        }
+        let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, ctx))
+            .await
+            .map_err(|e| PartitionError::Storage(format!("opening the log: {e}")))??;
+        let group =
+            RaftGroup::open(u64::from(node_id), &voters, log.clone(), options.group).await?;
+        let hwm = group.watch_high_watermark();
+        let p = Arc::new(Partition {
+            id,
+            group,
+            log,
+            hwm,
+            closed: AtomicBool::new(false),
+            retention_task: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&p);
+        let task = tokio::spawn(retention_loop(weak, options.retention_check_interval));
+        if let Ok(mut t) = p.retention_task.lock() {
+            *t = Some(task);
+        }
+        tracing::info!(topic = %p.id.topic, partition = p.id.partition, hwm = p.high_watermark(), "partition open");
+        Ok(p)
     }
 
-    /// Appends one validated batch, stamping its base offset. Commits immediately, whatever `acks`.
+    pub fn id(&self) -> &PartitionId {
+        &self.id
+    }
+
+    fn check_open(&self) -> Result<(), PartitionError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PartitionError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Appends one record batch that the caller already validated (`batch::validate` gave `header`).
+    /// acks == ACKS_ALL (-1) or ACKS_LEADER (1): resolves once the batch is committed (durable on a quorum;
+    /// the high watermark has passed it). acks == ACKS_NONE (0): resolves once the batch is handed to Raft,
+    /// without waiting. Err(NotLeader{..}) on a follower.
     pub async fn append(
         &self,
         batch: Bytes,
         header: &RecordBatchHeader,
-        _acks: i8,
+        acks: i8,
     ) -> Result<AppendOutcome, PartitionError> {
-        if batch.len() < batch::BATCH_HEADER_LEN {
-            return Err(PartitionError::Storage(
-                "batch shorter than its header".into(),
-            ));
+        self.check_open()?;
+        // Guard the log's contract: a batch it would refuse must not reach Raft (a refused append is fatal
+        // to the group).
+        if batch.len() < BATCH_HEADER_LEN
+            || header.record_count == 0
+            || batch.len() > crate::storage::frame::FRAME_PAYLOAD_MAX
+        {
+            return Err(PartitionError::Storage(format!(
+                "refusing a malformed batch of {} bytes with {} records",
+                batch.len(),
+                header.record_count
+            )));
         }
-        let mut log = self.lock();
-        if log.closed {
-            return Err(PartitionError::ShuttingDown);
-        }
-        let base = log.end;
-        let mut owned = BytesMut::from(&batch[..]);
-        batch::stamp(&mut owned, base, 0);
-        let next = base + header.record_count as u64;
-        log.batches.push(StoredBatch {
-            base_offset: base,
-            next_offset: next,
-            max_timestamp: header.max_timestamp,
-            bytes: owned.freeze(),
-        });
-        log.end = next;
-        drop(log);
-        self.hwm_tx.send_replace(next);
+        let log_append_time_ms = now_ms();
+        let wait = acks != ACKS_NONE;
+        let r = self
+            .group
+            .write(batch, header.record_count, header.max_timestamp, wait)
+            .await?;
         Ok(AppendOutcome {
-            base_offset: base,
-            log_append_time_ms: now_ms(),
+            base_offset: r.unwrap_or(u64::MAX),
+            log_append_time_ms,
         })
     }
 
+    /// First offset NOT yet committed.
     pub fn high_watermark(&self) -> u64 {
-        self.lock().end
+        *self.hwm.borrow()
     }
 
+    /// First offset still stored.
     pub fn log_start_offset(&self) -> u64 {
-        0
+        self.log.bounds().log_start_offset
     }
 
+    /// One past the last appended offset (may be > HWM).
     pub fn log_end_offset(&self) -> u64 {
-        self.lock().end
+        self.log.bounds().next_offset
     }
 
-    /// Whole batches from the one containing `offset`, at most `max_bytes` but at least one batch.
+    /// Whole committed batches, the first one containing `offset`, totalling at most `max_bytes` (but at
+    /// least one batch when one is available, even if larger), never at or past the high watermark.
+    /// The Bytes are zero-copy slices of the mmap'd segments (their base_offset field is stamped).
+    /// offset == high_watermark → Ok(empty vec). offset < log_start or > high_watermark → OffsetOutOfRange.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, PartitionError> {
-        let log = self.lock();
-        if offset > log.end {
+        self.check_open()?;
+        let hwm = self.high_watermark();
+        let log_start = self.log_start_offset();
+        if offset < log_start || offset > hwm {
             return Err(PartitionError::OffsetOutOfRange {
                 offset,
-                log_start: 0,
-                high_watermark: log.end,
+                log_start,
+                high_watermark: hwm,
             });
         }
-        let first = log.batches.partition_point(|b| b.next_offset <= offset);
-        let mut out = Vec::new();
-        let mut total = 0usize;
-        for b in log.batches.iter().skip(first) {
-            if !out.is_empty() && total + b.bytes.len() > max_bytes {
-                break;
-            }
-            total += b.bytes.len();
-            out.push(b.bytes.clone());
+        if offset == hwm {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        Ok(self.log.read_batches(offset, max_bytes, hwm)?)
     }
 
+    /// Changes whenever the high watermark moves (long-poll fetch waits on it).
     pub fn watch_high_watermark(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.hwm_tx.subscribe()
+        self.hwm.clone()
     }
 
+    /// The first offset of the first batch whose max_timestamp >= ts; the high watermark if none.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<u64, PartitionError> {
-        let log = self.lock();
-        Ok(log
-            .batches
-            .iter()
-            .find(|b| b.max_timestamp >= ts)
-            .map_or(log.end, |b| b.base_offset))
+        self.check_open()?;
+        let hwm = self.high_watermark();
+        Ok(self.log.offset_for_timestamp(ts, hwm)?)
     }
 
     pub fn leader(&self) -> Option<u32> {
-        Some(self.node_id)
+        self.group.leader().and_then(|l| u32::try_from(l).ok())
     }
 
     pub fn is_leader(&self) -> bool {
-        true
+        self.group.is_leader()
     }
 
     pub fn term(&self) -> u64 {
-        1
+        self.group.term()
     }
 
-    /// Later calls to `append` fail with `ShuttingDown`. Idempotent.
+    /// Applies retention now: if whole segments have expired, snapshot at the boundary and let Raft purge
+    /// them. Returns whether a snapshot was requested (the purge follows asynchronously).
+    pub async fn enforce_retention(&self) -> Result<bool, PartitionError> {
+        self.check_open()?;
+        Ok(self.group.enforce_retention().await?)
+    }
+
+    /// Stops the Raft group and flushes; later calls fail with ShuttingDown. Idempotent.
     pub async fn shutdown(&self) -> Result<(), PartitionError> {
-        self.lock().closed = true;
-        tracing::debug!(topic = %self.id.topic, partition = self.id.partition, "partition shut down");
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Ok(mut t) = self.retention_task.lock() {
+            if let Some(t) = t.take() {
+                t.abort();
+            }
+        }
+        self.group.shutdown().await?;
         Ok(())
+    }
+}
+
+async fn retention_loop(p: Weak<Partition>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(p) = p.upgrade() else { return };
+        if p.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = p.group.enforce_retention().await {
+            tracing::warn!(topic = %p.id.topic, partition = p.id.partition, error = %e, "retention check failed");
+        }
     }
 }
 
@@ -263,48 +333,80 @@ impl Partition {
 mod tests {
     use super::*;
     use runnel_protocol::batch::{validate, RecordBatchBuilder};
+    use runnel_protocol::messages::produce::{ACKS_ALL, ACKS_LEADER};
+    use std::time::Instant;
 
-    fn batch(n: u32, ts: i64) -> (Bytes, RecordBatchHeader) {
-        let mut b = RecordBatchBuilder::new(128);
+    fn batch(n: usize, ts: i64) -> (Bytes, RecordBatchHeader) {
+        let mut b = RecordBatchBuilder::new(n * 64 + 64);
         for i in 0..n {
-            b.push(ts + i as i64, None, b"v", &[]);
+            b.push(
+                ts + i as i64,
+                Some(b"k"),
+                format!("value-{i}").as_bytes(),
+                &[],
+            );
         }
         let b = b.finish();
         let h = validate(&b).unwrap();
         (b, h)
     }
 
-    #[tokio::test]
-    async fn append_stamps_dense_offsets_and_read_follows_the_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = PartitionId {
+    fn pid() -> PartitionId {
+        PartitionId {
             topic: "t".into(),
             partition: 0,
-        };
-        let p = Partition::open(
-            id,
-            dir.path().join("t-0"),
+        }
+    }
+
+    async fn open(dir: &std::path::Path, cfg: LogConfig) -> Arc<Partition> {
+        Partition::open(
+            pid(),
+            dir.to_path_buf(),
             1,
             vec![1],
-            LogConfig::default(),
+            cfg,
             StorageContext::new(),
         )
         .await
-        .unwrap();
-        let mut rx = p.watch_high_watermark();
-        let (b1, h1) = batch(3, 100);
-        let (b2, h2) = batch(2, 200);
-        assert_eq!(p.append(b1.clone(), &h1, -1).await.unwrap().base_offset, 0);
-        assert_eq!(p.append(b2, &h2, -1).await.unwrap().base_offset, 3);
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), 5);
+        .unwrap()
+    }
+
+    /// Polls `cond` until it holds or the deadline passes.
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn append_read_and_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), LogConfig::default()).await;
+        assert!(p.is_leader());
+        assert_eq!(p.leader(), Some(1));
+        assert!(p.term() >= 1);
+        assert_eq!(p.high_watermark(), 0);
+        let mut watch = p.watch_high_watermark();
+        let (b1, h1) = batch(3, 1_000);
+        let (b2, h2) = batch(2, 2_000);
+        let o1 = p.append(b1.clone(), &h1, ACKS_ALL).await.unwrap();
+        let o2 = p.append(b2.clone(), &h2, ACKS_LEADER).await.unwrap();
+        assert_eq!((o1.base_offset, o2.base_offset), (0, 3));
+        assert!(o1.log_append_time_ms > 0);
         assert_eq!(p.high_watermark(), 5);
-        // The batch containing offset 4 is the second one; at least one batch even with max_bytes 0.
-        let got = p.read(4, 0).unwrap();
+        assert_eq!(p.log_end_offset(), 5);
+        assert!(watch.has_changed().unwrap());
+        watch.borrow_and_update();
+        let got = p.read(0, 1 << 20).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(validate(&got[1]).unwrap().base_offset, 3);
+        assert_eq!(&got[1][8..], &b2[8..]);
+        // At least one batch even when it exceeds max_bytes; the batch holding the offset comes first.
+        let got = p.read(4, 1).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(validate(&got[0]).unwrap().base_offset, 3);
-        assert_eq!(p.read(0, usize::MAX).unwrap().len(), 2);
-        assert_eq!(p.read(0, b1.len()).unwrap().len(), 1);
         assert!(p.read(5, 100).unwrap().is_empty());
         assert!(matches!(
             p.read(6, 100),
@@ -313,15 +415,100 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(p.offset_for_timestamp(150).unwrap(), 3);
         assert_eq!(p.offset_for_timestamp(0).unwrap(), 0);
-        assert_eq!(p.offset_for_timestamp(10_000).unwrap(), 5);
+        assert_eq!(p.offset_for_timestamp(1_500).unwrap(), 3);
+        assert_eq!(p.offset_for_timestamp(99_999).unwrap(), 5);
+        // acks=none hands the batch over without waiting; the high watermark catches up.
+        let (b3, h3) = batch(1, 3_000);
+        let o3 = p.append(b3, &h3, ACKS_NONE).await.unwrap();
+        assert_eq!(o3.base_offset, u64::MAX);
+        eventually("acks=none batch committed", || p.high_watermark() == 6).await;
         p.shutdown().await.unwrap();
         p.shutdown().await.unwrap();
-        let (b3, h3) = batch(1, 1);
+        assert!(matches!(p.read(0, 10), Err(PartitionError::ShuttingDown)));
         assert!(matches!(
-            p.append(b3, &h3, -1).await,
+            p.append(b1, &h1, ACKS_ALL).await,
             Err(PartitionError::ShuttingDown)
         ));
+        assert_eq!(
+            PartitionError::ShuttingDown.code(),
+            ErrorCode::BrokerShuttingDown
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn restart_recovers_log_and_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 4096,
+            ..LogConfig::default()
+        };
+        let p = open(dir.path(), cfg.clone()).await;
+        let mut expect = Vec::new();
+        for i in 0..40 {
+            let (b, h) = batch(2, i * 10);
+            expect.push(p.append(b, &h, ACKS_ALL).await.unwrap().base_offset);
+        }
+        assert_eq!(expect, (0..40).map(|i| i * 2).collect::<Vec<_>>());
+        let before = p.read(0, usize::MAX).unwrap();
+        p.shutdown().await.unwrap();
+        drop(p);
+        let p = open(dir.path(), cfg).await;
+        assert_eq!(p.high_watermark(), 80);
+        assert_eq!(p.read(0, usize::MAX).unwrap(), before);
+        let (b, h) = batch(1, 1);
+        assert_eq!(p.append(b, &h, ACKS_ALL).await.unwrap().base_offset, 80);
+        p.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_snapshots_and_purges_whole_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 4096,
+            retention_bytes: Some(8192),
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let p = open(dir.path(), cfg.clone()).await;
+        for i in 0..200 {
+            let (b, h) = batch(4, i);
+            p.append(b, &h, ACKS_ALL).await.unwrap();
+        }
+        let hwm = p.high_watermark();
+        assert!(p.enforce_retention().await.unwrap());
+        eventually("retention purge", || p.log_start_offset() > 0).await;
+        let start = p.log_start_offset();
+        assert_eq!(p.high_watermark(), hwm);
+        assert!(matches!(
+            p.read(start - 1, 100),
+            Err(PartitionError::OffsetOutOfRange { .. })
+        ));
+        let got = p.read(start, 100).unwrap();
+        assert_eq!(validate(&got[0]).unwrap().base_offset, start);
+        p.shutdown().await.unwrap();
+        drop(p);
+        let p = open(dir.path(), cfg).await;
+        assert_eq!(p.log_start_offset(), start);
+        assert_eq!(p.high_watermark(), hwm);
+        p.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_than_one_voter_is_not_supported_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Partition::open(
+            pid(),
+            dir.path().to_path_buf(),
+            1,
+            vec![1, 2, 3],
+            LogConfig::default(),
+            StorageContext::new(),
+        )
+        .await;
+        match r {
+            Err(PartitionError::Storage(m)) => assert!(m.contains("not implemented")),
+            other => panic!("{other:?}"),
+        }
     }
 }

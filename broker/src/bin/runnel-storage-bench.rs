@@ -1,0 +1,2 @@
+//! Storage benchmark (placeholder until the benchmark lands).
+fn main() {}

@@ -1,0 +1,253 @@
+//! [`RaftGroup`]: one partition replica's Raft group, wrapped so that callers never see an openraft type.
+//! It owns the `Raft` instance over the segment log store and the high-watermark state machine, starts a
+//! single-member group by itself, and turns the retention boundary into snapshot + purge (trap T6).
+//!
+//! Invariant: writes resolve per the caller's choice, either once handed to Raft or once committed and
+//! applied (the high watermark has passed them); errors come back as [`GroupError`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+
+use super::log_store::SegLogStore;
+use super::network::NoNetwork;
+use super::state_machine::{HwmStateMachine, PartitionShared};
+use super::types::{PartitionRaft, RecordBatch};
+use crate::storage::PartitionLog;
+
+/// Timing of a partition's Raft group. Defaults suit a single-member group that must elect itself fast;
+/// replication will tune them (longer heartbeats and elections for many groups per node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// How long `open` waits for a single-member group to lead and apply its recovered log.
+    pub recovery_timeout: Duration,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            recovery_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a group operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GroupError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("the raft group is shut down")]
+    ShuttingDown,
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// One partition replica's Raft group.
+pub struct RaftGroup {
+    raft: Raft<PartitionRaft, HwmStateMachine>,
+    shared: Arc<PartitionShared>,
+    node_id: u64,
+}
+
+impl std::fmt::Debug for RaftGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftGroup")
+            .field("node_id", &self.node_id)
+            .field("dir", &self.shared.log.dir())
+            .finish()
+    }
+}
+
+fn fatal_to_error<E: std::fmt::Display>(log: &PartitionLog, e: E) -> GroupError {
+    match log.stopped() {
+        Some(why) => GroupError::Storage(why),
+        None => {
+            let s = e.to_string();
+            if s.contains("shut") || s.contains("Stopped") {
+                GroupError::ShuttingDown
+            } else {
+                GroupError::Storage(s)
+            }
+        }
+    }
+}
+
+impl RaftGroup {
+    /// Starts the group of `node_id` over `log`. With `voters == [node_id]` a new group is initialized with
+    /// that membership and leads by itself; `open` returns once it leads and has applied its recovered log.
+    pub async fn open(
+        node_id: u64,
+        voters: &[u64],
+        log: PartitionLog,
+        cfg: GroupConfig,
+    ) -> Result<RaftGroup, GroupError> {
+        if voters != [node_id] {
+            return Err(GroupError::Unsupported(format!(
+                "multi-node replication is not implemented yet (voters {voters:?})"
+            )));
+        }
+        let config = Config {
+            cluster_name: format!("partition:{}", log.dir().display()),
+            heartbeat_interval: cfg.heartbeat_interval_ms,
+            election_timeout_min: cfg.election_timeout_min_ms,
+            election_timeout_max: cfg.election_timeout_max_ms,
+            // Trap T6: snapshots happen only at the retention boundary, when the retention task asks.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| GroupError::Unsupported(e.to_string()))?,
+        );
+        let shared = PartitionShared::new(log.clone());
+        let sm = HwmStateMachine::new(shared.clone());
+        let store = SegLogStore::new(log.clone());
+        let raft = Raft::new(node_id, config, NoNetwork, store, sm)
+            .await
+            .map_err(|e| fatal_to_error(&log, e))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| fatal_to_error(&log, e))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> =
+                voters.iter().map(|v| (*v, BasicNode::default())).collect();
+            raft.initialize(members)
+                .await
+                .map_err(|e| GroupError::Storage(e.to_string()))?;
+        }
+        let group = RaftGroup {
+            raft,
+            shared,
+            node_id,
+        };
+        // A single member leads by itself; wait until it does and has applied everything it recovered,
+        // so the high watermark never appears to move backwards after a restart.
+        let target = log.bounds().last.map(|l| l.index);
+        let deadline = cfg.recovery_timeout;
+        let wait = group.raft.wait(Some(deadline));
+        wait.state(ServerState::Leader, "lead")
+            .await
+            .map_err(|e| GroupError::Timeout(e.to_string()))?;
+        if let Some(t) = target {
+            wait.applied_index_at_least(Some(t), "apply the recovered log")
+                .await
+                .map_err(|e| GroupError::Timeout(e.to_string()))?;
+        }
+        Ok(group)
+    }
+
+    /// Proposes one batch. With `wait_commit` it resolves once committed and applied, with the batch's base
+    /// offset; otherwise once handed to Raft, with `None`.
+    pub async fn write(
+        &self,
+        payload: bytes::Bytes,
+        record_count: u32,
+        max_timestamp: i64,
+        wait_commit: bool,
+    ) -> Result<Option<u64>, GroupError> {
+        let batch = RecordBatch {
+            payload,
+            record_count,
+            max_timestamp,
+            base_offset: 0,
+        };
+        if let Err(f) = self.raft.as_leader() {
+            return Err(GroupError::NotLeader {
+                leader: f.leader_id,
+            });
+        }
+        if !wait_commit {
+            self.raft
+                .client_write_ff(batch, None)
+                .await
+                .map_err(|e| fatal_to_error(&self.shared.log, e))?;
+            return Ok(None);
+        }
+        match self.raft.client_write(batch).await {
+            Ok(r) => Ok(Some(r.data.base_offset)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(GroupError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(GroupError::Unsupported(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal_to_error(&self.shared.log, e)),
+        }
+    }
+
+    /// The high watermark (first offset not yet committed) and its change notifications.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.shared.hwm.subscribe()
+    }
+
+    pub fn high_watermark(&self) -> u64 {
+        *self.shared.hwm.borrow()
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.shared.log
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// If retention has moved the boundary past the current snapshot, asks Raft for a snapshot there
+    /// (openraft then purges up to it, deleting whole segments). Returns whether one was requested.
+    pub async fn enforce_retention(&self) -> Result<bool, GroupError> {
+        let log = &self.shared.log;
+        let Some(b) = log.retention_boundary(crate::storage::log::now_ms()) else {
+            return Ok(false);
+        };
+        let purged = log.bounds().last_purged.map(|p| p.index);
+        if purged.is_some_and(|p| p >= b.index) {
+            return Ok(false);
+        }
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| fatal_to_error(log, e))?;
+        Ok(true)
+    }
+
+    /// Stops the group and closes the log (sync, indexes, metadata). Idempotent.
+    pub async fn shutdown(&self) -> Result<(), GroupError> {
+        let _ = self.raft.shutdown().await;
+        self.shared
+            .log
+            .close()
+            .map_err(|e| GroupError::Storage(e.to_string()))
+    }
+}

@@ -1,0 +1,18 @@
+//! Raft glue: the only module that names openraft types (pinned to `=0.10.0-alpha.37`).
+//!
+//! - [`types`]: the `PartitionRaft` type config (D = a record batch entry, R = its base offset).
+//! - [`log_store`]: openraft's `RaftLogStorage` + `RaftLogReader` over the segment log.
+//! - [`state_machine`]: the high-watermark state machine whose snapshot is the retention boundary (trap T6).
+//! - [`network`]: the network seam (a single-member group needs none; replication plugs in here).
+//! - [`group`]: [`group::RaftGroup`], the handle `partition.rs` uses; it exposes no openraft type.
+
+pub mod group;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+pub use group::{GroupConfig, GroupError, RaftGroup};
+
+#[cfg(test)]
+mod tests;

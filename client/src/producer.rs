@@ -195,11 +195,15 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
+/// The offset of a record acknowledged with `acks = none` (the broker did not wait to learn it).
+pub const OFFSET_UNKNOWN: u64 = u64::MAX;
+
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub topic: Arc<str>,
     pub partition: u32,
+    /// [`OFFSET_UNKNOWN`] with `acks = none`.
     pub offset: u64,
     /// The record's timestamp (create time, ms since the epoch).
     pub timestamp: i64,
@@ -276,7 +280,11 @@ impl DeliveryFuture {
             Ok(base) => Ok(RecordMetadata {
                 topic: self.batch.topic.clone(),
                 partition: self.batch.partition,
-                offset: base + self.index as u64,
+                offset: if *base == OFFSET_UNKNOWN {
+                    OFFSET_UNKNOWN
+                } else {
+                    base.saturating_add(u64::from(self.index))
+                },
                 timestamp: self.timestamp,
             }),
             Err(e) => Err(e.clone()),
@@ -1013,6 +1021,31 @@ mod tests {
             .map(|r| r.unwrap().offset)
             .collect();
         assert_eq!(offs, (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn acks_none_gives_unknown_offsets_without_overflow() {
+        let cfg = ProducerConfig {
+            acks: Acks::None,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let c = p.enqueue(ProducerRecord::new("t", b"c")).await.unwrap();
+        let d = p.enqueue(ProducerRecord::new("t", b"d")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        let Request::Produce(r) = &inc.request else {
+            panic!()
+        };
+        assert_eq!(r.acks, ACKS_NONE);
+        let Response::Produce(mut resp) =
+            answer(&inc.request, ErrorCode::None, &mut HashMap::new())
+        else {
+            panic!()
+        };
+        resp.topics[0].partitions[0].base_offset = u64::MAX;
+        inc.reply.send(Response::Produce(resp)).unwrap();
+        assert_eq!(c.await.unwrap().offset, OFFSET_UNKNOWN);
+        assert_eq!(d.await.unwrap().offset, OFFSET_UNKNOWN);
     }
 
     #[tokio::test]

@@ -298,7 +298,7 @@ impl Consumer {
         for (i, r) in self.buffered.drain(..n) {
             let p = &mut self.parts[i];
             p.buffered -= 1;
-            p.position = Some(r.offset + 1);
+            p.position = Some(r.offset.saturating_add(1));
             out.push(r);
         }
         // Prefetch: partitions drained just now are fetched while the caller processes these records.
@@ -567,7 +567,9 @@ impl Consumer {
         for item in BatchIter::new(data.clone()) {
             let (h, batch): (RecordBatchHeader, Bytes) = item.map_err(corrupt)?;
             complete += 1;
-            if h.next_offset() <= pos {
+            // Offsets come from the broker: saturate rather than overflow on hostile values.
+            let next = h.base_offset.saturating_add(u64::from(h.record_count));
+            if next <= pos {
                 continue;
             }
             if check {
@@ -577,7 +579,7 @@ impl Consumer {
                 if r.offset < pos {
                     continue;
                 }
-                pos = r.offset + 1;
+                pos = r.offset.saturating_add(1);
                 p.buffered += 1;
                 self.buffered.push_back((
                     i,
@@ -592,7 +594,7 @@ impl Consumer {
                     },
                 ));
             }
-            pos = pos.max(h.next_offset());
+            pos = pos.max(next);
         }
         p.fetch_position = Some(pos);
         if complete == 0 && !data.is_empty() {
@@ -881,6 +883,23 @@ mod tests {
         }
         let (_c, recs) = poll.await.unwrap();
         assert!(recs.iter().any(|r| r.partition == 0 && r.offset == 10));
+    }
+
+    #[tokio::test]
+    async fn offsets_at_the_top_of_the_range_do_not_overflow() {
+        let (mut fb, mut c) = setup(1).await;
+        c.assign("t", None).await.unwrap();
+        c.seek_all(Offset::At(u64::MAX - 1));
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| {
+                (ErrorCode::None, vec![batch(u64::MAX - 1, &["a", "b", "c"])])
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[1].offset, u64::MAX);
     }
 
     #[tokio::test]

@@ -91,6 +91,17 @@ impl ClientError {
         }
     }
 
+    /// True when the request may or may not have taken effect: it was sent and then timed out or lost its
+    /// connection, or the broker said `REQUEST_TIMED_OUT` (the write may still land). Retrying such a produce
+    /// can write the batch twice (there is no idempotent producer yet).
+    pub fn ambiguous(&self) -> bool {
+        match self {
+            ClientError::Timeout { .. } | ClientError::ConnectionLost { .. } => true,
+            ClientError::Broker { code, .. } => *code == ErrorCode::RequestTimedOut,
+            _ => false,
+        }
+    }
+
     /// True when cached metadata (leaders, partition counts) should be refreshed before retrying.
     pub fn needs_metadata_refresh(&self) -> bool {
         match self {
@@ -169,6 +180,13 @@ mod tests {
         }
         .retriable());
         assert!(!ClientError::Closed.retriable());
+        assert!(ClientError::broker(ErrorCode::RequestTimedOut, None).ambiguous());
+        assert!(!ClientError::broker(ErrorCode::NotLeader, None).ambiguous());
+        assert!(!ClientError::Connect {
+            addr: "a".into(),
+            message: "refused".into()
+        }
+        .ambiguous());
         assert!(!ClientError::Protocol("x".into()).retriable());
         assert!(!ClientError::InvalidArgument("x".into()).retriable());
     }

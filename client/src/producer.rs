@@ -17,7 +17,8 @@
 //!   before it is copied; the reservation is returned when its batch completes. `enqueue` waits when the
 //!   buffer is full (back-pressure).
 //! - **Bounded retries:** a batch is sent at most `1 + retries` times (`retries ≤ PRODUCE_RETRIES_MAX`), with
-//!   exponential backoff, and only for errors that [`ClientError::retriable`] accepts.
+//!   exponential backoff, and only for errors that [`ClientError::retriable`] accepts; ambiguous failures
+//!   (sent, then no answer) are retried only with `retry_ambiguous` (the default, at-least-once).
 //! - **No per-record allocation:** a record costs one copy into its batch; every record of a batch shares the
 //!   batch's completion state (an `Arc`), its future holds only an index into it.
 
@@ -110,6 +111,11 @@ pub struct ProducerConfig {
     /// Re-sends after retriable errors, at most [`PRODUCE_RETRIES_MAX`].
     pub retries: u32,
     pub retry_backoff: Duration,
+    /// Also retry after ambiguous failures ([`ClientError::ambiguous`]: sent, then timed out or lost the
+    /// connection). `true` (the default) is at-least-once: no acknowledged-or-retried record is dropped, but a
+    /// batch may be written twice. `false` reports those records as failed instead (no duplicates from
+    /// retries).
+    pub retry_ambiguous: bool,
 }
 
 impl Default for ProducerConfig {
@@ -121,6 +127,7 @@ impl Default for ProducerConfig {
             acks: Acks::All,
             retries: PRODUCE_RETRIES_MAX,
             retry_backoff: RETRY_BACKOFF_DEFAULT,
+            retry_ambiguous: true,
         }
     }
 }
@@ -188,11 +195,15 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
+/// The offset of a record acknowledged with `acks = none` (the broker did not wait to learn it).
+pub const OFFSET_UNKNOWN: u64 = u64::MAX;
+
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
     pub topic: Arc<str>,
     pub partition: u32,
+    /// [`OFFSET_UNKNOWN`] with `acks = none`.
     pub offset: u64,
     /// The record's timestamp (create time, ms since the epoch).
     pub timestamp: i64,
@@ -269,7 +280,11 @@ impl DeliveryFuture {
             Ok(base) => Ok(RecordMetadata {
                 topic: self.batch.topic.clone(),
                 partition: self.batch.partition,
-                offset: base + self.index as u64,
+                offset: if *base == OFFSET_UNKNOWN {
+                    OFFSET_UNKNOWN
+                } else {
+                    base.saturating_add(u64::from(self.index))
+                },
                 timestamp: self.timestamp,
             }),
             Err(e) => Err(e.clone()),
@@ -810,7 +825,11 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
 fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>) {
     b.batch.attempts += 1;
     let retry = match &r {
-        Err(e) => e.retriable() && b.batch.attempts <= inner.config.retries,
+        Err(e) => {
+            e.retriable()
+                && (inner.config.retry_ambiguous || !e.ambiguous())
+                && b.batch.attempts <= inner.config.retries
+        }
         Ok(_) => false,
     };
     let mut st = lock(&inner.state);
@@ -1005,6 +1024,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn acks_none_gives_unknown_offsets_without_overflow() {
+        let cfg = ProducerConfig {
+            acks: Acks::None,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let c = p.enqueue(ProducerRecord::new("t", b"c")).await.unwrap();
+        let d = p.enqueue(ProducerRecord::new("t", b"d")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        let Request::Produce(r) = &inc.request else {
+            panic!()
+        };
+        assert_eq!(r.acks, ACKS_NONE);
+        let Response::Produce(mut resp) =
+            answer(&inc.request, ErrorCode::None, &mut HashMap::new())
+        else {
+            panic!()
+        };
+        resp.topics[0].partitions[0].base_offset = u64::MAX;
+        inc.reply.send(Response::Produce(resp)).unwrap();
+        assert_eq!(c.await.unwrap().offset, OFFSET_UNKNOWN);
+        assert_eq!(d.await.unwrap().offset, OFFSET_UNKNOWN);
+    }
+
+    #[tokio::test]
     async fn a_lone_record_waits_for_linger() {
         let cfg = ProducerConfig {
             linger: Duration::from_millis(80),
@@ -1068,6 +1112,45 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(f.await.unwrap().offset, 5);
+    }
+
+    #[tokio::test]
+    async fn ambiguous_failures_are_not_retried_when_disabled() {
+        let cfg = ProducerConfig {
+            linger: Duration::ZERO,
+            retry_backoff: Duration::from_millis(1),
+            retry_ambiguous: false,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], cfg).await;
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::RequestTimedOut,
+                &mut HashMap::new(),
+            ))
+            .unwrap();
+        assert_eq!(
+            f.await.unwrap_err().code(),
+            Some(ErrorCode::RequestTimedOut)
+        );
+        // A definite "not written" error is still retried.
+        let f = p.enqueue(ProducerRecord::new("t", b"y")).await.unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::NotLeader,
+                &mut HashMap::new(),
+            ))
+            .unwrap();
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut HashMap::new()))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 0);
     }
 
     #[tokio::test]

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use runnel_protocol::limits::{INFLIGHT_REQUESTS_PER_CONNECTION_MAX, PARTITIONS_PER_TOPIC_MAX};
+use runnel_protocol::limits::{
+    BATCH_SIZE_BYTES_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX, PARTITIONS_PER_TOPIC_MAX,
+};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_DATA_DIR: &str = "./runnel-data";
@@ -25,10 +27,12 @@ pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 pub const DEFAULT_MAX_INFLIGHT_PER_CONNECTION: usize = INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 pub const DEFAULT_PARTITIONS: u32 = 1;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
-/// Smallest segment size accepted (one page); small values serve retention tests.
-pub const SEGMENT_BYTES_MIN: u64 = 4096;
-/// Largest segment size: index entries hold file positions as `u32`.
-pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// Smallest segment size accepted: the batch limit ([`BATCH_SIZE_BYTES_MAX`]), so that the largest record
+/// batch a produce request may carry fits one segment. (The storage engine itself accepts smaller segments;
+/// its tests use them.)
+pub const SEGMENT_BYTES_MIN: u64 = BATCH_SIZE_BYTES_MAX as u64;
+/// Largest segment size: the storage engine's limit (index entries hold file positions as `u32`).
+pub const SEGMENT_BYTES_MAX: u64 = crate::storage::log::SEGMENT_BYTES_MAX;
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// `-1`: unlimited.
@@ -111,7 +115,8 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<u32>,
 
-    /// Segment size of new topics, in bytes, 4096 to 4294967295. [default: 134217728 (128 MiB)]
+    /// Segment size of new topics, in bytes, from the batch limit 16777216 (16 MiB) to 1073741824 (1 GiB).
+    /// [default: 134217728 (128 MiB)]
     #[arg(long, env = "RUNNEL_SEGMENT_BYTES", value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
 
@@ -461,10 +466,19 @@ impl BrokerConfig {
 
 /// `segment.bytes` / `--segment-bytes` bounds.
 pub fn check_segment_bytes(key: &'static str, v: u64) -> Result<(), ConfigError> {
-    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&v) {
+    if v < SEGMENT_BYTES_MIN {
         return Err(invalid(
             key,
-            format!("{v} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX} bytes"),
+            format!(
+                "{v} bytes is below the batch limit BATCH_SIZE_BYTES_MAX ({SEGMENT_BYTES_MIN} bytes): a \
+                 segment must hold the largest record batch"
+            ),
+        ));
+    }
+    if v > SEGMENT_BYTES_MAX {
+        return Err(invalid(
+            key,
+            format!("{v} bytes is above the largest segment size, {SEGMENT_BYTES_MAX} bytes"),
         ));
     }
     Ok(())
@@ -628,6 +642,19 @@ mod tests {
             "default-partitions"
         );
         assert_eq!(err_key(parse(&["--segment-bytes", "100"])), "segment-bytes");
+        // A segment smaller than the batch limit could not hold the largest batch; one above the storage
+        // engine's limit could not be opened.
+        let below = (SEGMENT_BYTES_MIN - 1).to_string();
+        let e = parse(&["--segment-bytes", &below]).unwrap_err().to_string();
+        assert!(
+            e.contains("segment-bytes") && e.contains("batch limit"),
+            "{e}"
+        );
+        let above = (SEGMENT_BYTES_MAX + 1).to_string();
+        assert_eq!(
+            err_key(parse(&["--segment-bytes", &above])),
+            "segment-bytes"
+        );
         assert_eq!(err_key(parse(&["--retention-ms", "0"])), "retention-ms");
         assert_eq!(
             err_key(parse(&["--retention-bytes", "-5"])),
@@ -637,9 +664,9 @@ mod tests {
         assert_eq!(
             err_key(parse(&[
                 "--segment-bytes",
-                "1000000",
+                "20000000",
                 "--retention-bytes",
-                "4096"
+                "19999999"
             ])),
             "retention-bytes"
         );
@@ -650,13 +677,15 @@ mod tests {
             "--default-partitions",
             "10000",
             "--segment-bytes",
-            "4096",
+            &SEGMENT_BYTES_MIN.to_string(),
         ])
         .unwrap();
         assert_eq!(
             c.max_inflight_per_connection,
             INFLIGHT_REQUESTS_PER_CONNECTION_MAX
         );
+        assert_eq!(c.segment_bytes, BATCH_SIZE_BYTES_MAX as u64);
+        parse(&["--segment-bytes", &SEGMENT_BYTES_MAX.to_string()]).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! returns the response body, or a request-level [`ErrorResponse`] (per-partition and per-topic errors live
 //! in the bodies). Handlers convert between wire types and domain types; they never see raw frames.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -53,5 +54,8 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
         Request::DescribeGroup(r) => groups::describe_group(broker, r)
             .await
             .map(Response::DescribeGroup),
+        Request::AlterConfigs(r) => Ok(Response::AlterConfigs(
+            alter_configs::handle(broker, r).await,
+        )),
     }
 }

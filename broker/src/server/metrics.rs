@@ -221,10 +221,11 @@ impl Metrics {
         let durations = Family::<ApiLabels, Histogram, HistogramCtor>::new_with_constructor(
             request_histogram as HistogramCtor,
         );
-        r.register_with_unit(
-            "request_duration",
+        // Histograms carry their unit in the name only: some strict OpenMetrics parsers refuse a UNIT line
+        // on a histogram (the spec allows it, and the line is optional).
+        r.register(
+            "request_duration_seconds",
             "Time from decoding a request to queueing its response, by API",
-            Unit::Seconds,
             durations.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -273,10 +274,9 @@ impl Metrics {
             batches: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             failures: Counter::default(),
         };
-        r.register_with_unit(
-            "fsync_duration",
+        r.register(
+            "fsync_duration_seconds",
             "Duration of each fdatasync made by the group-commit flusher",
-            Unit::Seconds,
             fsync.duration.clone(),
         );
         r.register(
@@ -443,14 +443,14 @@ impl Metrics {
             })
             .inc();
         if let Some(suppressed) = self.error_log.admit(code, self.error_log.now_ms()) {
-            let message = message.unwrap_or_else(|| code.message());
+            let detail = message.unwrap_or_else(|| code.message());
             if matches!(code, ErrorCode::Unknown | ErrorCode::StorageError) {
                 tracing::warn!(
                     code = code.name(),
                     api,
                     retriable = code.retriable(),
                     suppressed,
-                    message,
+                    detail,
                     "client error"
                 );
             } else {
@@ -459,7 +459,7 @@ impl Metrics {
                     api,
                     retriable = code.retriable(),
                     suppressed,
-                    message,
+                    detail,
                     "client error"
                 );
             }

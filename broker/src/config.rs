@@ -80,8 +80,8 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
 
-    /// Admin HTTP listener (/metrics, /health/live, /health/ready), IP:PORT; port 0 picks a free port and
-    /// logs it. [default: 127.0.0.1:9644]
+    /// Admin HTTP listener (/metrics, /health/live, /health/ready, /v1/cluster, /v1/partitions), IP:PORT;
+    /// port 0 picks a free port and logs it. [default: 127.0.0.1:9644]
     #[arg(long, env = "RUNNEL_ADMIN_LISTEN", value_name = "IP:PORT")]
     pub admin_listen: Option<String>,
 
@@ -98,7 +98,8 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log format on stderr; the level comes from RUST_LOG. [default: text]
+    /// Log format on stderr, text or json; levels come from RUST_LOG (unset: "info,openraft=warn").
+    /// [default: text]
     #[arg(long, env = "RUNNEL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
@@ -111,16 +112,17 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_PER_CONNECTION", value_name = "N")]
     pub max_inflight_per_connection: Option<usize>,
 
-    /// Partitions of a new topic when the request leaves it to the broker. [default: 1]
+    /// Partitions of a new topic when the request leaves it to the broker, 1 to 10000. [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<u32>,
 
-    /// Segment size of new topics, in bytes, from the batch limit 16777216 (16 MiB) to 1073741824 (1 GiB).
-    /// [default: 134217728 (128 MiB)]
+    /// Segment size of topics without a segment.bytes override, in bytes, from the batch limit 16777216
+    /// (16 MiB) to 1073741824 (1 GiB). [default: 134217728 (128 MiB)]
     #[arg(long, env = "RUNNEL_SEGMENT_BYTES", value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
 
-    /// Time-based retention of new topics, in milliseconds; -1 = unlimited. [default: 604800000 (7 days)]
+    /// Time-based retention of topics without a retention.ms override, in milliseconds; -1 = unlimited.
+    /// [default: 604800000 (7 days)]
     #[arg(
         long,
         env = "RUNNEL_RETENTION_MS",
@@ -129,7 +131,8 @@ pub struct Cli {
     )]
     pub retention_ms: Option<i64>,
 
-    /// Size-based retention per partition of new topics, in bytes; -1 = unlimited. [default: -1]
+    /// Size-based retention per partition of topics without a retention.bytes override, in bytes; -1 =
+    /// unlimited; at least --segment-bytes (retention deletes whole segments). [default: -1]
     #[arg(
         long,
         env = "RUNNEL_RETENTION_BYTES",

@@ -176,8 +176,9 @@ impl Partition {
         let group =
             RaftGroup::open(u64::from(node_id), &voters, log.clone(), options.group).await?;
         let hwm = group.watch_high_watermark();
-        let leadership = group.watch_leadership();
-        let first = *leadership.borrow();
+        let mut leadership = group.watch_leadership();
+        // Mark the current value seen, so the loop below reports only later changes.
+        let first = *leadership.borrow_and_update();
         let p = Arc::new(Partition {
             id,
             group,
@@ -376,6 +377,9 @@ async fn leadership_loop(
 ) {
     while rx.changed().await.is_ok() {
         let next = *rx.borrow_and_update();
+        if next == prev {
+            continue;
+        }
         if prev.is_new_leadership(&next) {
             changes.fetch_add(1, Ordering::Relaxed);
         }

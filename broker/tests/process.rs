@@ -38,8 +38,9 @@ impl Proc {
                 c.env_remove(k);
             }
         }
+        // RUST_LOG unset: the default filter applies.
         let mut child = c
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -206,6 +207,22 @@ async fn json_logs_show_leadership_and_rate_limited_client_errors() {
         .seen
         .iter()
         .any(|v| v["fields"]["message"] == "drained; broker stopped"));
+    // Nothing changed leader after the partitions opened, so no leadership-change line; and the default
+    // filter keeps openraft's per-election chatter out.
+    assert!(
+        !p.seen
+            .iter()
+            .any(|v| v["fields"]["message"] == "partition leadership changed"),
+        "{:#?}",
+        p.seen
+    );
+    assert!(
+        !p.seen.iter().any(|v| v["level"] == "INFO"
+            && v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("openraft"))),
+        "openraft info lines under the default filter"
+    );
 }
 
 /// The records a producer saw acknowledged: offset → value.

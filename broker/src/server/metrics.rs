@@ -604,34 +604,41 @@ impl Metrics {
         let Some(coordinator) = b.groups.get() else {
             return true;
         };
-        let mut series = 0usize;
-        for g in coordinator.list().groups {
+        let series = coordinator.list().groups.into_iter().flat_map(|g| {
             let committed = coordinator.fetch_offsets(&OffsetFetchRequest {
                 group_id: g.group_id.clone(),
                 topics: None,
             });
-            for t in committed.topics {
-                for cp in t.partitions {
-                    let Some(offset) = cp.committed_offset else {
-                        continue;
-                    };
-                    let Ok(p) = b.registry.partition(&t.name, cp.partition) else {
-                        continue;
-                    };
-                    if series == GROUP_LAG_SERIES_MAX {
-                        return false;
-                    }
-                    series += 1;
-                    self.scrape
-                        .group_lag
-                        .get_or_create(&GroupLagLabels {
-                            group: g.group_id.clone(),
+            committed.topics.into_iter().flat_map(move |t| {
+                let group = g.group_id.clone();
+                t.partitions.into_iter().filter_map(move |cp| {
+                    let offset = cp.committed_offset?;
+                    let p = b.registry.partition(&t.name, cp.partition).ok()?;
+                    Some((
+                        GroupLagLabels {
+                            group: group.clone(),
                             topic: t.name.clone(),
                             partition: cp.partition,
-                        })
-                        .set(p.high_watermark().saturating_sub(offset));
-                }
+                        },
+                        p.high_watermark().saturating_sub(offset),
+                    ))
+                })
+            })
+        });
+        self.fill_group_lag(series, GROUP_LAG_SERIES_MAX)
+    }
+
+    /// Sets at most `max` lag series; false when more were offered.
+    fn fill_group_lag(
+        &self,
+        series: impl Iterator<Item = (GroupLagLabels, u64)>,
+        max: usize,
+    ) -> bool {
+        for (n, (labels, lag)) in series.enumerate() {
+            if n == max {
+                return false;
             }
+            self.scrape.group_lag.get_or_create(&labels).set(lag);
         }
         true
     }
@@ -787,6 +794,33 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn group_lag_series_stop_at_the_limit() {
+        let m = Metrics::new();
+        let series = |n: u32| {
+            (0..n).map(|p| {
+                (
+                    GroupLagLabels {
+                        group: "g".into(),
+                        topic: "t".into(),
+                        partition: p,
+                    },
+                    u64::from(p),
+                )
+            })
+        };
+        let stored = |m: &Metrics| {
+            series(10)
+                .filter(|(l, _)| m.scrape.group_lag.get(l).is_some())
+                .count()
+        };
+        assert!(m.fill_group_lag(series(3), 3), "exactly at the limit");
+        assert_eq!(stored(&m), 3);
+        m.scrape.group_lag.clear();
+        assert!(!m.fill_group_lag(series(4), 3), "one past it");
+        assert_eq!(stored(&m), 3);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The admin HTTP listener (`--admin-listen`), serving from the moment the listeners are bound:
 //! - `/health/live`: 200 while the process serves HTTP.
 //! - `/health/ready`: 200 when this node has opened every partition, each has a leader, and it is not
-//!   draining; otherwise 503 with the reason ("starting: opened N of M partitions", "partition t-0 has no
-//!   leader", "draining: ...").
+//!   draining; otherwise 503 with the reason ("starting: reading topic metadata", "starting: opened N of M
+//!   partitions", "partition t-0 has no leader", "draining: ...").
 //! - `/metrics`: Prometheus / OpenMetrics text (see `server::metrics` and README "Metrics").
 //! - `/v1/cluster` and `/v1/partitions`: JSON, the data `runnel cluster info` and `runnel topic describe`
 //!   show (503 while starting).
@@ -60,10 +60,12 @@ impl AdminState {
     pub fn readiness(&self) -> Result<(), String> {
         match self.broker.get() {
             Some(b) => b.readiness(),
-            None => {
-                let (opened, total) = self.progress.get();
-                Err(format!("starting: opened {opened} of {total} partitions"))
-            }
+            None => Err(match self.progress.get() {
+                None => "starting: reading topic metadata".to_string(),
+                Some((opened, total)) => {
+                    format!("starting: opened {opened} of {total} partitions")
+                }
+            }),
         }
     }
 }

@@ -232,15 +232,18 @@ pub enum MetadataError {
 /// while a node recovers).
 #[derive(Debug, Default)]
 pub struct OpenProgress {
+    loaded: std::sync::atomic::AtomicBool,
     total: std::sync::atomic::AtomicUsize,
     opened: std::sync::atomic::AtomicUsize,
 }
 
 impl OpenProgress {
-    /// (partitions opened, partitions to open); the total is 0 until the metadata is loaded.
-    pub fn get(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.opened.load(Relaxed), self.total.load(Relaxed))
+    /// `None` until the topic metadata is loaded; then (partitions opened, partitions to open).
+    pub fn get(&self) -> Option<(usize, usize)> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        self.loaded
+            .load(Acquire)
+            .then(|| (self.opened.load(Relaxed), self.total.load(Relaxed)))
     }
 }
 
@@ -517,6 +520,9 @@ impl Registry {
             snap.topics.iter().map(|t| t.assignments.len()).sum(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        progress
+            .loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut topics = BTreeMap::new();
         let mut count = 0;
         for record in snap.topics {
@@ -1252,7 +1258,22 @@ mod tests {
         }
         // A crash between opening partitions and saving metadata leaves an orphan directory.
         std::fs::create_dir_all(dir.path().join("partitions/orphan-0")).unwrap();
-        let r = open(dir.path(), 100).await;
+        let progress = Arc::new(OpenProgress::default());
+        assert_eq!(progress.get(), None);
+        let r = Registry::open_with_progress(
+            RegistryOptions {
+                node_id: 1,
+                data_dir: dir.path().to_path_buf(),
+                defaults: defaults(),
+                max_partitions: 100,
+            },
+            Box::new(FileMetadataStore::new(dir.path().join(METADATA_FILE))),
+            StorageContext::new(),
+            progress.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(progress.get(), Some((7, 7)), "a: 4 partitions, b: 3");
         assert_eq!(r.cluster_id(), cluster_id);
         let names: Vec<String> = r.topics().iter().map(|t| t.record.name.clone()).collect();
         assert_eq!(names, ["a", "b"]);

@@ -9,7 +9,7 @@
 //! - [`partition`]: the seam to storage and Raft that handlers program against.
 //! - [`storage`]: the memory-mapped segment log that is also the Raft log.
 //! - [`raft`]: the openraft glue; the only module that names openraft types.
-//! - [`admin_http`]: `/health/live`, `/health/ready`, `/metrics`.
+//! - [`admin_http`]: `/health/live`, `/health/ready`, `/metrics`, `/v1/cluster`, `/v1/partitions`.
 //! - [`groups`]: consumer-group membership, assignment and committed offsets.
 
 pub mod admin_http;

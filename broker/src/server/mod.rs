@@ -2,7 +2,8 @@
 //! binds the client and admin listeners, and starts the admin HTTP endpoint at once (so `/health/live` answers
 //! and `/health/ready` says "starting" while partitions recover); [`Starting::open`] opens the topic registry
 //! (every partition, running crash recovery) and starts serving clients. [`Server::start`] does both.
-//! [`ServerHandle::shutdown`] drains.
+//! [`ServerHandle::shutdown`] drains. Binding first makes a port conflict fail at once rather than after a
+//! long recovery; connections that arrive meanwhile wait in the listen backlog.
 //!
 //! Invariants:
 //! - At most `max_connections` connections are served at once (a semaphore); one over the limit is accepted

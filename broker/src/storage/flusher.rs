@@ -215,4 +215,62 @@ mod tests {
             assert!(!rx.recv().unwrap());
         }
     }
+
+    /// At the limit: with the flusher stuck, exactly FLUSH_QUEUE_MAX requests queue up and the next
+    /// submit blocks (back-pressure) until the flusher moves again; then every callback runs.
+    #[test]
+    fn a_full_queue_blocks_the_submitter_until_the_flusher_drains_it() {
+        use std::sync::atomic::AtomicUsize;
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = StorageContext::new();
+        let f = ctx.io().open(&dir.path().join("f"), true).unwrap();
+        let (started_tx, started_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        ctx.submit_flush(
+            f.clone(),
+            Box::new(move |_| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            }),
+        );
+        started_rx.recv().unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..FLUSH_QUEUE_MAX {
+            let d = done.clone();
+            ctx.submit_flush(
+                f.clone(),
+                Box::new(move |_| {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }),
+            );
+        }
+        let submitted = Arc::new(AtomicUsize::new(0));
+        let extra = {
+            let (ctx, f, d, s) = (ctx.clone(), f.clone(), done.clone(), submitted.clone());
+            std::thread::spawn(move || {
+                ctx.submit_flush(
+                    f,
+                    Box::new(move |_| {
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }),
+                );
+                s.store(1, Ordering::SeqCst);
+            })
+        };
+        // The queue is full and the flusher is stuck: the extra submit must not get through.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            submitted.load(Ordering::SeqCst),
+            0,
+            "submit did not block at the limit"
+        );
+        release_tx.send(()).unwrap();
+        extra.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < FLUSH_QUEUE_MAX + 1 {
+            assert!(Instant::now() < deadline, "callbacks did not all run");
+            std::thread::yield_now();
+        }
+    }
 }

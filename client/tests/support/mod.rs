@@ -2,8 +2,8 @@
 //! with a temporary data dir, and helpers to run the `runnel` CLI against it.
 //!
 //! The broker binary is `$RUNNEL_BROKER_BIN` if set, else `target/debug/runnel-broker` of this workspace
-//! (built with `cargo build -p runnel-broker` when missing). A broker binary that exits 0 at once without
-//! listening is a skeleton without a server: the tests then skip with a message instead of failing.
+//! (built with `cargo build -p runnel-broker` when missing). A broker that exits or never becomes healthy
+//! fails the test.
 //! Every wait is bounded; the process is killed and reaped on drop.
 
 #![allow(dead_code)]
@@ -58,8 +58,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker and waits (≤ 30 s) until `runnel cluster health` passes. `None`: the binary is a
-    /// skeleton that exits at once (the test should skip).
+    /// Starts a broker and waits (≤ 30 s) until `runnel cluster health` passes; panics otherwise. (Always
+    /// `Some`: the `Option` remains from before the broker existed.)
     pub fn start() -> Option<Broker> {
         let mut b = Broker {
             port: free_port(),
@@ -92,15 +92,11 @@ impl Broker {
         self.child = Some(child);
     }
 
-    /// Polls until the broker is healthy (true), or it exited 0 without serving (false: a skeleton).
+    /// Polls until the broker is healthy; panics if it exits or the deadline passes.
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                if status.success() && TcpStream::connect(self.addr()).is_err() {
-                    eprintln!("SKIP: runnel-broker exited at once without serving (no server yet)");
-                    return false;
-                }
                 panic!("runnel-broker exited with {status}; log:\n{}", self.log());
             }
             if TcpStream::connect(self.addr()).is_ok() {

@@ -13,7 +13,6 @@ pub mod connection;
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,10 +81,11 @@ impl DataDirLock {
                 path: path.clone(),
                 error,
             })?;
-        // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let error = std::io::Error::last_os_error();
+        // The lock lives as long as `file` stays open.
+        if let Err(errno) =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            let error = std::io::Error::from(errno);
             if error.kind() == std::io::ErrorKind::WouldBlock {
                 return Err(StartError::DataDirLocked(dir.to_path_buf()));
             }

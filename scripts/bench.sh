@@ -11,7 +11,7 @@ RUNS=${1:-3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-bench.XXXXXX")
 BROKER_PID=""
 cleanup() {
-  [ -n "$BROKER_PID" ] && kill -9 "$BROKER_PID" 2>/dev/null && wait "$BROKER_PID" 2>/dev/null
+  if [ -n "$BROKER_PID" ]; then kill -9 "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

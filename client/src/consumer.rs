@@ -106,6 +106,9 @@ pub struct ConsumerRecord {
 struct PartState {
     topic: Arc<str>,
     partition: u32,
+    /// False once unassigned: the slot is kept (in-flight results name it by index) and reused if the
+    /// partition is assigned again, so slots are bounded by the distinct partitions ever assigned.
+    assigned: bool,
     /// Next offset to fetch; `None` while a seek is unresolved.
     fetch_position: Option<u64>,
     /// Next offset to hand to the caller.
@@ -173,13 +176,18 @@ impl Consumer {
         let name: Arc<str> = Arc::from(topic);
         for &p in &wanted {
             let key = (name.clone(), p);
-            if self.index.contains_key(&key) {
+            if let Some(&i) = self.index.get(&key) {
+                if !self.parts[i].assigned {
+                    self.parts[i].assigned = true;
+                    self.reset(i, self.config.initial_offset);
+                }
                 continue;
             }
             self.index.insert(key, self.parts.len());
             self.parts.push(PartState {
                 topic: name.clone(),
                 partition: p,
+                assigned: true,
                 fetch_position: None,
                 position: None,
                 seek: Some(self.config.initial_offset),
@@ -197,8 +205,35 @@ impl Consumer {
     pub fn assignment(&self) -> Vec<(Arc<str>, u32)> {
         self.parts
             .iter()
+            .filter(|p| p.assigned)
             .map(|p| (p.topic.clone(), p.partition))
             .collect()
+    }
+
+    /// Removes a partition from the assignment: nothing more is fetched or returned for it, and what was
+    /// buffered or in flight is dropped. Returns false if it was not assigned.
+    pub fn unassign(&mut self, topic: &str, partition: u32) -> bool {
+        let Some(&i) = self.index.get(&(Arc::from(topic), partition)) else {
+            return false;
+        };
+        if !self.parts[i].assigned {
+            return false;
+        }
+        self.reset(i, Offset::Latest);
+        let p = &mut self.parts[i];
+        p.assigned = false;
+        p.seek = None;
+        true
+    }
+
+    /// Changes the most records one `poll` returns (at least 1).
+    pub fn set_max_poll_records(&mut self, n: usize) {
+        self.config.max_poll_records = n.max(1);
+    }
+
+    /// The cluster handle this consumer reads through.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Moves an assigned partition to `offset`; takes effect at the next `poll` and discards anything
@@ -207,6 +242,7 @@ impl Consumer {
         let i = *self
             .index
             .get(&(Arc::from(topic), partition))
+            .filter(|&&i| self.parts[i].assigned)
             .ok_or_else(|| {
                 ClientError::InvalidArgument(format!("{topic}/{partition} is not assigned"))
             })?;
@@ -217,7 +253,9 @@ impl Consumer {
     /// Seeks every assigned partition.
     pub fn seek_all(&mut self, offset: Offset) {
         for i in 0..self.parts.len() {
-            self.reset(i, offset);
+            if self.parts[i].assigned {
+                self.reset(i, offset);
+            }
         }
     }
 
@@ -250,7 +288,11 @@ impl Consumer {
                 Ok(r) => r?,
                 Err(_) => return Ok(false),
             }
-            if self.parts.iter().all(|p| p.fetch_position.is_some()) {
+            if self
+                .parts
+                .iter()
+                .all(|p| !p.assigned || p.fetch_position.is_some())
+            {
                 return Ok(true);
             }
             let wake = self.next_pause_end().unwrap_or(deadline).min(deadline);

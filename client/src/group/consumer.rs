@@ -1,0 +1,734 @@
+//! [`GroupConsumer`]: a consumer whose partitions come from a consumer group.
+//!
+//! A background task (`member`) keeps the membership alive and publishes each new assignment; the consumer
+//! applies it inside [`GroupConsumer::poll`], as Kafka's consumer does, so assignment changes never race
+//! with the caller's processing:
+//! - revoked partitions: [`RebalanceListener::on_revoked`], commit their positions (with auto-commit), stop
+//!   fetching them (buffered and in-flight records are dropped), report them released and wake the heartbeat
+//!   task so the coordinator can hand them on at once;
+//! - added partitions: start at the group's committed offset (`OffsetFetch`) or, where none, at
+//!   [`GroupConfig::offset_reset`], then [`RebalanceListener::on_assigned`];
+//! - a lost membership (session expired, fenced): every partition is dropped *without* committing
+//!   ([`RebalanceListener::on_lost`]); the task has already rejoined.
+//!
+//! Commits carry the member id and epoch of the membership the consumer last *applied*, never a newer one, so
+//! a member that was fenced while its records were being processed has that commit refused by the coordinator
+//! instead of overwriting the new owner's progress. A commit stores each partition's position: the offset
+//! after the last record `poll` returned (at-least-once: records returned are taken as processed by the next
+//! `poll`, a revocation, `commit` or `close`). Positions already committed are not sent again.
+//!
+//! Dropping a `GroupConsumer` without [`GroupConsumer::close`] behaves like a crash: the task stops without
+//! leaving, and the coordinator moves the partitions after the session timeout.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_protocol::messages::{
+    OffsetCommitPartition, OffsetCommitRequest, OffsetCommitTopic, OffsetFetchRequest,
+};
+use runnel_protocol::{ErrorCode, Request, Response};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::coordinator::{
+    body_error, validate_group_id, CoordinatorClient, COORDINATOR_ATTEMPTS_MAX,
+    COORDINATOR_RETRY_BACKOFF, GROUP_ID_LEN_MAX,
+};
+use super::member::{
+    heartbeat_timeout, to_wire, Heartbeat, MemberConfig, Membership, Shared, LEAVE_TIMEOUT,
+};
+use super::{
+    GroupConfig, OffsetReset, RebalanceListener, TopicPartition, SESSION_TIMEOUT_MAX,
+    SESSION_TIMEOUT_MIN, SUBSCRIBED_TOPICS_MAX,
+};
+use crate::admin::validate_topic_name;
+use crate::cluster::Cluster;
+use crate::consumer::{Consumer, ConsumerRecord, Offset};
+use crate::error::{ClientError, Result};
+
+/// Attempts of the commit made when partitions are revoked (the coordinator is waiting for the release).
+pub const REVOKE_COMMIT_ATTEMPTS: u32 = 3;
+
+/// A consumer-group member. Not `Sync`: one task polls it.
+pub struct GroupConsumer {
+    consumer: Consumer,
+    config: GroupConfig,
+    coordinator: Arc<CoordinatorClient>,
+    shared: Arc<Shared>,
+    membership: watch::Receiver<Membership>,
+    /// Set when `changed()` consumed a new membership value that `reconcile` has not applied yet
+    /// (`changed()` marks the value seen, so `has_changed()` no longer reports it).
+    membership_pending: bool,
+    /// The membership last applied; commits carry this identity.
+    incarnation: u64,
+    member_id: String,
+    member_epoch: i32,
+    /// The assignment last seen; `held` converges to it.
+    target: Arc<BTreeSet<TopicPartition>>,
+    /// Partitions assigned to the underlying consumer.
+    held: BTreeSet<TopicPartition>,
+    /// Last committed (or fetched) offset per held partition.
+    committed: HashMap<TopicPartition, u64>,
+    /// When adding partitions failed retriably: not before this instant again.
+    add_retry_at: Option<Instant>,
+    next_auto_commit: Instant,
+    listener: Option<Box<dyn RebalanceListener>>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group", &self.config.group_id)
+            .field("member_id", &self.member_id)
+            .field("member_epoch", &self.member_epoch)
+            .field("held", &self.held)
+            .finish()
+    }
+}
+
+fn validate(topics: &[&str], config: &GroupConfig) -> Result<()> {
+    validate_group_id(&config.group_id)?;
+    if topics.is_empty() {
+        return Err(ClientError::InvalidArgument(
+            "subscribe to at least one topic".into(),
+        ));
+    }
+    if topics.len() > SUBSCRIBED_TOPICS_MAX {
+        return Err(ClientError::InvalidArgument(format!(
+            "more than {SUBSCRIBED_TOPICS_MAX} topics"
+        )));
+    }
+    for t in topics {
+        validate_topic_name(t)?;
+    }
+    if !(SESSION_TIMEOUT_MIN..=SESSION_TIMEOUT_MAX).contains(&config.session_timeout) {
+        return Err(ClientError::InvalidArgument(format!(
+            "the session timeout must be within {SESSION_TIMEOUT_MIN:?}..={SESSION_TIMEOUT_MAX:?}"
+        )));
+    }
+    if config.auto_commit_interval.is_zero() {
+        return Err(ClientError::InvalidArgument(
+            "the auto-commit interval must be positive".into(),
+        ));
+    }
+    if let Some(id) = &config.instance_id {
+        if id.is_empty() || id.len() > GROUP_ID_LEN_MAX {
+            return Err(ClientError::InvalidArgument(format!(
+                "the instance id must be 1..={GROUP_ID_LEN_MAX} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Partitions grouped by topic, in order.
+fn by_topic(tps: &[TopicPartition]) -> BTreeMap<Arc<str>, Vec<u32>> {
+    let mut m: BTreeMap<Arc<str>, Vec<u32>> = BTreeMap::new();
+    for (t, p) in tps {
+        m.entry(t.clone()).or_default().push(*p);
+    }
+    m
+}
+
+/// What must change to go from `held` to `target`: (revoked, added).
+pub(crate) fn diff(
+    held: &BTreeSet<TopicPartition>,
+    target: &BTreeSet<TopicPartition>,
+) -> (Vec<TopicPartition>, Vec<TopicPartition>) {
+    (
+        held.difference(target).cloned().collect(),
+        target.difference(held).cloned().collect(),
+    )
+}
+
+/// A clear error for a commit the coordinator refused because this member no longer owns the partitions.
+fn refused(code: ErrorCode, member: &str, message: Option<String>) -> ClientError {
+    let why = message.unwrap_or_else(|| code.message().to_string());
+    match code {
+        ErrorCode::UnknownMemberId => ClientError::broker(
+            code,
+            Some(format!(
+                "commit refused: member {member} is no longer in the group ({why}); its partitions may have \
+                 moved to another member and their records will be delivered again"
+            )),
+        ),
+        ErrorCode::FencedMemberEpoch => ClientError::broker(
+            code,
+            Some(format!(
+                "commit refused: member {member} was fenced by a rebalance ({why})"
+            )),
+        ),
+        _ => ClientError::broker(code, Some(why)),
+    }
+}
+
+impl Consumer {
+    /// Turns this consumer (which must have no partitions assigned) into a member of a consumer group that
+    /// consumes `topics`; its fetch settings are kept (`config.consumer` is not used).
+    pub async fn subscribe(self, topics: &[&str], config: GroupConfig) -> Result<GroupConsumer> {
+        if !self.assignment().is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a consumer with assigned partitions cannot join a group".into(),
+            ));
+        }
+        GroupConsumer::start(self, topics, config).await
+    }
+}
+
+impl GroupConsumer {
+    /// Joins `config.group_id` consuming `topics`. Returns at once; the membership is established in the
+    /// background and the first partitions arrive through `poll`.
+    pub async fn subscribe(
+        cluster: Cluster,
+        topics: &[&str],
+        config: GroupConfig,
+    ) -> Result<GroupConsumer> {
+        let consumer = Consumer::new(cluster, config.consumer.clone());
+        GroupConsumer::start(consumer, topics, config).await
+    }
+
+    async fn start(
+        consumer: Consumer,
+        topics: &[&str],
+        config: GroupConfig,
+    ) -> Result<GroupConsumer> {
+        validate(topics, &config)?;
+        let coordinator = Arc::new(CoordinatorClient::new(
+            consumer.cluster().clone(),
+            &config.group_id,
+        ));
+        // Fail fast on what cannot get better; a coordinator that is not up yet is the task's to wait for.
+        if let Err(e) = coordinator.find().await {
+            if !e.retriable() {
+                return Err(e);
+            }
+        }
+        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        topics.sort();
+        topics.dedup();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = watch::channel(Membership::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(
+            Heartbeat {
+                coordinator: coordinator.clone(),
+                config: MemberConfig {
+                    topics,
+                    instance_id: config.instance_id.clone(),
+                    session_timeout: config.session_timeout,
+                    rebalance_timeout: config.rebalance_timeout,
+                },
+                shared: shared.clone(),
+                tx,
+                shutdown: shutdown.clone(),
+            }
+            .run(),
+        );
+        Ok(GroupConsumer {
+            consumer,
+            next_auto_commit: Instant::now() + config.auto_commit_interval,
+            config,
+            coordinator,
+            shared,
+            membership: rx,
+            membership_pending: false,
+            incarnation: 0,
+            member_id: String::new(),
+            member_epoch: 0,
+            target: Arc::new(BTreeSet::new()),
+            held: BTreeSet::new(),
+            committed: HashMap::new(),
+            add_retry_at: None,
+            listener: None,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// Installs the rebalance hooks.
+    pub fn set_listener(&mut self, listener: impl RebalanceListener + 'static) {
+        self.listener = Some(Box::new(listener));
+    }
+
+    /// Changes the most records one `poll` returns (at least 1).
+    pub fn set_max_poll_records(&mut self, n: usize) {
+        self.consumer.set_max_poll_records(n);
+    }
+
+    pub fn group_id(&self) -> &str {
+        &self.config.group_id
+    }
+
+    /// The member id of the applied membership ("" until the first assignment was applied).
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    pub fn member_epoch(&self) -> i32 {
+        self.member_epoch
+    }
+
+    /// The partitions this member consumes now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.held.iter().cloned().collect()
+    }
+
+    /// The next offset `poll` returns for a held partition, once known.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
+        self.consumer.position(topic, partition)
+    }
+
+    /// Moves a held partition (takes effect at the next `poll`).
+    pub fn seek(&mut self, topic: &str, partition: u32, offset: Offset) -> Result<()> {
+        self.consumer.seek(topic, partition, offset)
+    }
+
+    /// Returns the records available now, or waits up to `timeout` for some (an empty vector: none came).
+    /// Assignment changes, automatic commits and retries of failed partition starts all happen in here.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.reconcile().await?;
+            self.auto_commit_if_due().await;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut wake = deadline;
+            if self.config.auto_commit {
+                wake = wake.min(self.next_auto_commit);
+            }
+            if let Some(t) = self.add_retry_at {
+                wake = wake.min(t);
+            }
+            if self.held.is_empty() {
+                tokio::select! {
+                    _ = self.membership.changed() => self.membership_pending = true,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                continue;
+            }
+            // Cancelling the consumer's poll loses nothing: fetched data is absorbed before it yields.
+            let polled = tokio::select! {
+                r = self.consumer.poll(wake.saturating_duration_since(now)) => Some(r),
+                _ = self.membership.changed() => None,
+            };
+            if polled.is_none() {
+                self.membership_pending = true;
+            }
+            if let Some(r) = polled {
+                let records = r?;
+                if !records.is_empty() {
+                    return Ok(records);
+                }
+            }
+        }
+    }
+
+    /// Commits the position of every held partition (what `poll` returned so far) and waits for it.
+    /// Refused with `UNKNOWN_MEMBER_ID` / `FENCED_MEMBER_EPOCH` when this member no longer owns them.
+    pub async fn commit(&mut self) -> Result<()> {
+        let held: Vec<TopicPartition> = self.held.iter().cloned().collect();
+        self.commit_partitions(&held, COORDINATOR_ATTEMPTS_MAX)
+            .await
+            .map(|_| ())
+    }
+
+    /// Commits explicit offsets (the next offset to read) of held partitions.
+    pub async fn commit_offsets(&mut self, offsets: &[(&str, u32, u64)]) -> Result<()> {
+        let mut list = Vec::with_capacity(offsets.len());
+        for &(t, p, o) in offsets {
+            let Some(tp) = self.held.iter().find(|(ht, hp)| **ht == *t && *hp == p) else {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{t}/{p} is not assigned to this member"
+                )));
+            };
+            list.push((tp.clone(), o));
+        }
+        self.send_commit(&list, COORDINATOR_ATTEMPTS_MAX).await?;
+        for (tp, o) in list {
+            self.committed.insert(tp, o);
+        }
+        Ok(())
+    }
+
+    /// Commits (with auto-commit) and leaves the group, so its partitions move at once. The leave happens
+    /// even if the commit fails; the commit's error is returned.
+    pub async fn close(mut self) -> Result<()> {
+        // A loss the task already saw: those partitions cannot be committed any more.
+        if self.membership.borrow().incarnation != self.incarnation {
+            self.drop_lost();
+        }
+        let mut result = Ok(());
+        if !self.held.is_empty() {
+            let held: Vec<TopicPartition> = self.held.iter().cloned().collect();
+            if let Some(l) = &mut self.listener {
+                l.on_revoked(&held);
+            }
+            if self.config.auto_commit {
+                result = self
+                    .commit_partitions(&held, COORDINATOR_ATTEMPTS_MAX)
+                    .await
+                    .map(|_| ());
+            }
+        }
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(LEAVE_TIMEOUT + Duration::from_secs(1), task).await;
+        }
+        result
+    }
+
+    /// Applies the latest membership: lost, revoked, added partitions.
+    async fn reconcile(&mut self) -> Result<()> {
+        let pending = std::mem::take(&mut self.membership_pending);
+        let changed = match self.membership.has_changed() {
+            Ok(c) => c || pending,
+            Err(_) => {
+                return Err(self
+                    .membership
+                    .borrow()
+                    .error
+                    .clone()
+                    .unwrap_or(ClientError::Closed))
+            }
+        };
+        if changed {
+            let m = self.membership.borrow_and_update().clone();
+            if let Some(e) = m.error {
+                return Err(e);
+            }
+            if m.incarnation != self.incarnation {
+                self.drop_lost();
+                self.incarnation = m.incarnation;
+            }
+            self.member_id = m.member_id;
+            self.member_epoch = m.member_epoch;
+            self.target = m.assignment;
+        }
+        if self.held == *self.target {
+            self.add_retry_at = None;
+            return Ok(());
+        }
+        let (revoked, added) = diff(&self.held, &self.target);
+        if !revoked.is_empty() {
+            self.revoke(&revoked).await;
+        }
+        if !added.is_empty() && self.add_retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.add(&added).await {
+                Ok(()) => self.add_retry_at = None,
+                Err(e) if e.retriable() => {
+                    tracing::debug!(group = %self.config.group_id, error = %e, "starting assigned partitions failed; retrying");
+                    self.add_retry_at = Some(Instant::now() + COORDINATOR_RETRY_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every held partition without committing: the membership they came with is gone.
+    fn drop_lost(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let lost: Vec<TopicPartition> = std::mem::take(&mut self.held).into_iter().collect();
+        for (t, p) in &lost {
+            self.consumer.unassign(t, *p);
+        }
+        self.committed.clear();
+        self.shared.set_owned(self.incarnation, &self.held);
+        if let Some(l) = &mut self.listener {
+            l.on_lost(&lost);
+        }
+    }
+
+    async fn revoke(&mut self, revoked: &[TopicPartition]) {
+        if let Some(l) = &mut self.listener {
+            l.on_revoked(revoked);
+        }
+        if self.config.auto_commit {
+            if let Err(e) = self
+                .commit_partitions(revoked, REVOKE_COMMIT_ATTEMPTS)
+                .await
+            {
+                tracing::warn!(group = %self.config.group_id, error = %e,
+                    "commit of revoked partitions failed; their new owner re-reads from the last commit");
+            }
+        }
+        for tp in revoked {
+            self.consumer.unassign(&tp.0, tp.1);
+            self.held.remove(tp);
+            self.committed.remove(tp);
+        }
+        self.shared.set_owned(self.incarnation, &self.held);
+        self.shared.wake.notify_one();
+    }
+
+    async fn add(&mut self, added: &[TopicPartition]) -> Result<()> {
+        let committed = self.fetch_committed(added).await?;
+        let mut assigned: Vec<TopicPartition> = Vec::new();
+        let mut failure = None;
+        for (topic, parts) in by_topic(added) {
+            match self.consumer.assign(&topic, Some(&parts)).await {
+                Ok(_) => assigned.extend(parts.into_iter().map(|p| (topic.clone(), p))),
+                Err(e) => {
+                    // A partition metadata does not know yet (just created or added): refresh first.
+                    if e.code() == Some(ErrorCode::UnknownTopicOrPartition) {
+                        let _ = self.consumer.cluster().refresh_metadata().await;
+                    }
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            for (t, p) in &assigned {
+                self.consumer.unassign(t, *p);
+            }
+            return Err(e);
+        }
+        let reset = match self.config.offset_reset {
+            OffsetReset::Earliest => Offset::Earliest,
+            OffsetReset::Latest => Offset::Latest,
+        };
+        for tp in added {
+            let start = match committed.get(tp) {
+                Some(&o) => {
+                    self.committed.insert(tp.clone(), o);
+                    Offset::At(o)
+                }
+                None => reset,
+            };
+            self.consumer.seek(&tp.0, tp.1, start)?;
+            self.held.insert(tp.clone());
+        }
+        self.shared.set_owned(self.incarnation, &self.held);
+        if let Some(l) = &mut self.listener {
+            l.on_assigned(added);
+        }
+        Ok(())
+    }
+
+    fn request_timeout(&self) -> Duration {
+        heartbeat_timeout(self.config.session_timeout)
+            .min(self.consumer.cluster().request_timeout())
+    }
+
+    /// The group's committed offsets of `tps` (absent: nothing committed). One attempt: `poll` retries.
+    async fn fetch_committed(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        let set: BTreeSet<TopicPartition> = tps.iter().cloned().collect();
+        let req = Request::OffsetFetch(OffsetFetchRequest {
+            group_id: self.config.group_id.clone(),
+            topics: Some(to_wire(&set)),
+        });
+        let resp = self
+            .coordinator
+            .request(&req, self.request_timeout())
+            .await
+            .and_then(|r| match r {
+                Response::OffsetFetch(f) => {
+                    body_error(f.error_code, f.error_message.clone())?;
+                    Ok(f)
+                }
+                _ => Err(ClientError::Protocol(
+                    "OffsetFetch answered with another response".into(),
+                )),
+            })?;
+        let mut out = HashMap::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                let Some(o) = p.committed_offset else {
+                    continue;
+                };
+                if let Some(tp) = set
+                    .iter()
+                    .find(|(st, sp)| **st == *t.name && *sp == p.partition)
+                {
+                    out.insert(tp.clone(), o);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn auto_commit_if_due(&mut self) {
+        if !self.config.auto_commit || Instant::now() < self.next_auto_commit {
+            return;
+        }
+        self.next_auto_commit = Instant::now() + self.config.auto_commit_interval;
+        let held: Vec<TopicPartition> = self.held.iter().cloned().collect();
+        if let Err(e) = self.commit_partitions(&held, 1).await {
+            tracing::warn!(group = %self.config.group_id, error = %e, "automatic commit failed");
+        }
+    }
+
+    /// Commits the positions of `tps` that changed since their last commit; returns how many were sent.
+    async fn commit_partitions(&mut self, tps: &[TopicPartition], attempts: u32) -> Result<usize> {
+        let mut offsets = Vec::new();
+        for tp in tps {
+            if let Some(pos) = self.consumer.position(&tp.0, tp.1) {
+                if self.committed.get(tp) != Some(&pos) {
+                    offsets.push((tp.clone(), pos));
+                }
+            }
+        }
+        if offsets.is_empty() {
+            return Ok(0);
+        }
+        self.send_commit(&offsets, attempts).await?;
+        let n = offsets.len();
+        for (tp, o) in offsets {
+            self.committed.insert(tp, o);
+        }
+        Ok(n)
+    }
+
+    async fn send_commit(&self, offsets: &[(TopicPartition, u64)], attempts: u32) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if self.member_id.is_empty() {
+            return Err(ClientError::broker(
+                ErrorCode::UnknownMemberId,
+                Some(format!(
+                    "not a member of group {} yet: nothing to commit",
+                    self.config.group_id
+                )),
+            ));
+        }
+        let mut topics: Vec<OffsetCommitTopic> = Vec::new();
+        for ((t, p), o) in offsets {
+            let part = OffsetCommitPartition {
+                partition: *p,
+                offset: *o,
+                metadata: None,
+            };
+            match topics.iter_mut().find(|x| *x.name == **t) {
+                Some(x) => x.partitions.push(part),
+                None => topics.push(OffsetCommitTopic {
+                    name: t.to_string(),
+                    partitions: vec![part],
+                }),
+            }
+        }
+        let req = Request::OffsetCommit(OffsetCommitRequest {
+            group_id: self.config.group_id.clone(),
+            member_id: self.member_id.clone(),
+            member_epoch: self.member_epoch,
+            topics,
+        });
+        let member = self.member_id.as_str();
+        let timeout = self.request_timeout();
+        let mut attempt = 1;
+        let resp = loop {
+            let r = self
+                .coordinator
+                .request(&req, timeout)
+                .await
+                .and_then(|r| match r {
+                    Response::OffsetCommit(c) => match ErrorCode::from_u16(c.error_code) {
+                        ErrorCode::None => Ok(c),
+                        code => Err(refused(code, member, c.error_message)),
+                    },
+                    _ => Err(ClientError::Protocol(
+                        "OffsetCommit answered with another response".into(),
+                    )),
+                });
+            match r {
+                Err(e) if e.retriable() && attempt < attempts => {
+                    attempt += 1;
+                    tokio::time::sleep(COORDINATOR_RETRY_BACKOFF).await;
+                }
+                other => break other?,
+            }
+        };
+        for t in resp.topics {
+            for p in t.partitions {
+                let code = ErrorCode::from_u16(p.error_code);
+                if code != ErrorCode::None {
+                    return Err(ClientError::broker(
+                        code,
+                        Some(format!(
+                            "commit of {}/{} refused: {}",
+                            t.name,
+                            p.partition,
+                            code.message()
+                        )),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        // Not closed: behave like a crash (no leave); the session timeout frees the partitions.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(t: &str, p: u32) -> TopicPartition {
+        (Arc::from(t), p)
+    }
+
+    #[test]
+    fn diff_splits_revoked_and_added() {
+        let held: BTreeSet<_> = [tp("a", 0), tp("a", 1), tp("b", 0)].into_iter().collect();
+        let target: BTreeSet<_> = [tp("a", 1), tp("b", 0), tp("b", 1)].into_iter().collect();
+        let (revoked, added) = diff(&held, &target);
+        assert_eq!(revoked, vec![tp("a", 0)]);
+        assert_eq!(added, vec![tp("b", 1)]);
+        assert_eq!(diff(&held, &held), (vec![], vec![]));
+    }
+
+    #[test]
+    fn configs_are_validated() {
+        let ok = GroupConfig::new("g");
+        assert!(validate(&["t"], &ok).is_ok());
+        assert!(validate(&[], &ok).is_err());
+        assert!(validate(&["bad name!"], &ok).is_err());
+        assert!(validate(&["t"], &GroupConfig::new("")).is_err());
+        let mut c = GroupConfig::new("g");
+        c.session_timeout = Duration::from_millis(999);
+        assert!(validate(&["t"], &c).is_err());
+        c.session_timeout = SESSION_TIMEOUT_MIN;
+        assert!(validate(&["t"], &c).is_ok());
+        c.session_timeout = SESSION_TIMEOUT_MAX + Duration::from_millis(1);
+        assert!(validate(&["t"], &c).is_err());
+        let mut c = GroupConfig::new("g");
+        c.instance_id = Some(String::new());
+        assert!(validate(&["t"], &c).is_err());
+        let many: Vec<String> = (0..=SUBSCRIBED_TOPICS_MAX)
+            .map(|i| format!("t{i}"))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(validate(&refs, &ok).is_err());
+        assert!(validate(&refs[..SUBSCRIBED_TOPICS_MAX], &ok).is_ok());
+    }
+
+    #[test]
+    fn refusals_explain_themselves() {
+        let e = refused(ErrorCode::UnknownMemberId, "m-1", Some("gone".into()));
+        assert_eq!(e.code(), Some(ErrorCode::UnknownMemberId));
+        assert!(e.to_string().contains("commit refused: member m-1"), "{e}");
+        let e = refused(ErrorCode::FencedMemberEpoch, "m-1", None);
+        assert!(e.to_string().contains("fenced by a rebalance"), "{e}");
+    }
+}

@@ -1,4 +1,5 @@
-//! The assignment-based consumer: the caller assigns partitions, optionally seeks, and polls.
+//! The assignment-based consumer: the caller assigns partitions, optionally seeks, and polls; `unassign`
+//! gives a partition up (the group consumer in [`crate::group`] does so when the coordinator revokes it).
 //!
 //! Positions: a newly assigned partition starts at `initial_offset` (default [`Offset::Latest`], like Kafka's
 //! `auto.offset.reset=latest`); [`Consumer::seek`] moves it to the log start, the high watermark, an absolute
@@ -925,6 +926,95 @@ mod tests {
         }
         let (_c, recs) = poll.await.unwrap();
         assert!(recs.iter().any(|r| r.partition == 0 && r.offset == 10));
+    }
+
+    fn fetched_partitions(inc: &Incoming) -> Vec<(u32, u64)> {
+        let Request::Fetch(f) = &inc.request else {
+            panic!("expected fetch, got {:?}", inc.request)
+        };
+        f.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.fetch_offset))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn unassign_drops_buffered_and_in_flight_records_and_reassign_reuses_the_slot() {
+        let (mut fb, mut c) = setup(2).await;
+        c.assign("t", None).await.unwrap();
+        c.seek_all(Offset::At(0));
+        let poll = tokio::spawn(async move {
+            let r = c.poll(Duration::from_secs(5)).await.unwrap();
+            (c, r)
+        });
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(fetch_answer(&inc.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    vec![batch(o, &[if p == 0 { "a" } else { "x" }])],
+                )
+            }))
+            .unwrap();
+        let (mut c, recs) = poll.await.unwrap();
+        assert_eq!(recs.len(), 2);
+        // The prefetch for both partitions is in flight while p0 is unassigned.
+        let inflight = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inflight), vec![(0, 1), (1, 1)]);
+        assert!(c.unassign("t", 0));
+        assert!(!c.unassign("t", 0));
+        assert!(!c.unassign("t", 7));
+        assert_eq!(c.assignment(), vec![(Arc::from("t"), 1)]);
+        assert_eq!(c.position("t", 0), None);
+        assert!(c.seek("t", 0, Offset::At(0)).is_err());
+        inflight
+            .reply
+            .send(fetch_answer(&inflight.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    vec![batch(o, &[if p == 0 { "b" } else { "y" }])],
+                )
+            }))
+            .unwrap();
+        let recs = c.poll(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            recs.iter()
+                .map(|r| (r.partition, r.offset))
+                .collect::<Vec<_>>(),
+            vec![(1, 1)]
+        );
+        let inc = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inc), vec![(1, 2)]);
+        // Assigned again: the same slot, a fresh start (here an explicit seek).
+        c.assign("t", Some(&[0])).await.unwrap();
+        c.seek("t", 0, Offset::At(1)).unwrap();
+        assert_eq!(c.parts.len(), 2);
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| (ErrorCode::None, vec![])))
+            .unwrap();
+        let inc = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inc), vec![(0, 1), (1, 2)]);
+        inc.reply
+            .send(fetch_answer(&inc.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    if p == 0 {
+                        vec![batch(o, &["b"])]
+                    } else {
+                        vec![]
+                    },
+                )
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(
+            recs.iter()
+                .map(|r| (r.partition, r.offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 1)]
+        );
     }
 
     #[tokio::test]

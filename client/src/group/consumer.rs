@@ -731,4 +731,328 @@ mod tests {
         let e = refused(ErrorCode::FencedMemberEpoch, "m-1", None);
         assert!(e.to_string().contains("fenced by a rebalance"), "{e}");
     }
+
+    mod scripted {
+        //! The client side of the cooperative protocol against a scripted coordinator.
+        use super::super::*;
+        use crate::cluster::ClientConfig;
+        use crate::testing::{self, FakeBroker};
+        use bytes::Bytes;
+        use runnel_protocol::batch::{stamp, RecordBatchBuilder};
+        use runnel_protocol::messages::*;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Mutex;
+
+        /// What the fake broker saw and what the listener was told, in order.
+        #[derive(Debug, Clone, PartialEq)]
+        enum Ev {
+            Heartbeat {
+                member: String,
+                epoch: i32,
+                owned: Option<Vec<u32>>,
+                at: Instant,
+            },
+            Commit {
+                member: String,
+                partition: u32,
+                offset: u64,
+                at: Instant,
+            },
+            OffsetFetch,
+            Assigned(Vec<u32>),
+            Revoked(Vec<u32>),
+            Lost(Vec<u32>),
+        }
+
+        type Log = Arc<Mutex<Vec<Ev>>>;
+
+        struct Hooks(Log);
+        fn parts(tps: &[TopicPartition]) -> Vec<u32> {
+            tps.iter().map(|(_, p)| *p).collect()
+        }
+        impl RebalanceListener for Hooks {
+            fn on_assigned(&mut self, tps: &[TopicPartition]) {
+                self.0.lock().unwrap().push(Ev::Assigned(parts(tps)));
+            }
+            fn on_revoked(&mut self, tps: &[TopicPartition]) {
+                self.0.lock().unwrap().push(Ev::Revoked(parts(tps)));
+            }
+            fn on_lost(&mut self, tps: &[TopicPartition]) {
+                self.0.lock().unwrap().push(Ev::Lost(parts(tps)));
+            }
+        }
+
+        fn batch(base: u64, values: &[&str]) -> Bytes {
+            let mut b = RecordBatchBuilder::new(256);
+            for v in values {
+                b.push(1, None, v.as_bytes(), &[]);
+            }
+            let mut v = b.finish().to_vec();
+            stamp(&mut v, base, 1);
+            Bytes::from(v)
+        }
+
+        fn assignment(ps: &[u32]) -> Option<Vec<TopicPartitions>> {
+            Some(vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: ps.to_vec(),
+            }])
+        }
+
+        /// Serves the group and data APIs. Phase 0: member m1 owns t/0 and t/1. Phase 1: t/0 is revoked.
+        /// Phase 2: m1 is unknown (its session expired); the rejoin becomes m2 with t/1.
+        fn serve(mut fb: FakeBroker, phase: Arc<AtomicU32>, log: Log) {
+            let port: u16 = fb.addr.rsplit(':').next().unwrap().parse().unwrap();
+            tokio::spawn(async move {
+                let mut served_records = false;
+                while let Some(inc) = fb.requests.recv().await {
+                    let resp = match &inc.request {
+                        Request::FindCoordinator(_) => {
+                            Response::FindCoordinator(FindCoordinatorResponse {
+                                node_id: 1,
+                                host: "127.0.0.1".into(),
+                                port,
+                                ..Default::default()
+                            })
+                        }
+                        Request::GroupHeartbeat(h) => {
+                            log.lock().unwrap().push(Ev::Heartbeat {
+                                member: h.member_id.clone(),
+                                epoch: h.member_epoch,
+                                owned: h
+                                    .owned
+                                    .as_ref()
+                                    .map(|o| o.iter().flat_map(|t| t.partitions.clone()).collect()),
+                                at: Instant::now(),
+                            });
+                            let ph = phase.load(Ordering::SeqCst);
+                            let mut r = GroupHeartbeatResponse {
+                                member_id: "m1".into(),
+                                member_epoch: 1 + ph as i32,
+                                heartbeat_interval_ms: 1_500,
+                                ..Default::default()
+                            };
+                            match (ph, h.member_epoch) {
+                                (_, -1) => r.member_epoch = -1,
+                                (0, _) => r.assignment = assignment(&[0, 1]),
+                                (1, _) => r.assignment = assignment(&[1]),
+                                (_, 0) => {
+                                    r.member_id = "m2".into();
+                                    r.assignment = assignment(&[1]);
+                                }
+                                _ if h.member_id == "m1" => {
+                                    r.error_code = ErrorCode::UnknownMemberId.as_u16();
+                                }
+                                _ => {
+                                    r.member_id = "m2".into();
+                                    r.assignment = assignment(&[1]);
+                                }
+                            }
+                            Response::GroupHeartbeat(r)
+                        }
+                        Request::OffsetFetch(_) => {
+                            log.lock().unwrap().push(Ev::OffsetFetch);
+                            Response::OffsetFetch(OffsetFetchResponse {
+                                topics: vec![CommittedTopic {
+                                    name: "t".into(),
+                                    partitions: vec![CommittedPartition {
+                                        partition: 0,
+                                        committed_offset: Some(5),
+                                        metadata: None,
+                                    }],
+                                }],
+                                ..Default::default()
+                            })
+                        }
+                        Request::OffsetCommit(c) => {
+                            for t in &c.topics {
+                                for p in &t.partitions {
+                                    log.lock().unwrap().push(Ev::Commit {
+                                        member: c.member_id.clone(),
+                                        partition: p.partition,
+                                        offset: p.offset,
+                                        at: Instant::now(),
+                                    });
+                                }
+                            }
+                            Response::OffsetCommit(OffsetCommitResponse::default())
+                        }
+                        Request::ListOffsets(l) => Response::ListOffsets(ListOffsetsResponse {
+                            topics: l
+                                .topics
+                                .iter()
+                                .map(|t| ListOffsetsTopicResponse {
+                                    name: t.name.clone(),
+                                    partitions: t
+                                        .partitions
+                                        .iter()
+                                        .map(|p| ListOffsetsPartitionResponse {
+                                            partition: p.partition,
+                                            offset: 10,
+                                            ..Default::default()
+                                        })
+                                        .collect(),
+                                })
+                                .collect(),
+                        }),
+                        Request::Fetch(f) => {
+                            let mut topics = Vec::new();
+                            let mut any = false;
+                            for t in &f.topics {
+                                let mut ps = Vec::new();
+                                for p in &t.partitions {
+                                    let mut records = Records(vec![]);
+                                    if p.partition == 0 && p.fetch_offset == 5 && !served_records {
+                                        served_records = true;
+                                        any = true;
+                                        records = Records(vec![batch(5, &["a", "b"])]);
+                                    }
+                                    ps.push(FetchPartitionResponse {
+                                        partition: p.partition,
+                                        records,
+                                        ..Default::default()
+                                    });
+                                }
+                                topics.push(FetchTopicResponse {
+                                    name: t.name.clone(),
+                                    partitions: ps,
+                                });
+                            }
+                            let r = Response::Fetch(FetchResponse { topics });
+                            if !any {
+                                // A long poll with nothing new.
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    let _ = inc.reply.send(r);
+                                });
+                                continue;
+                            }
+                            r
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    let _ = inc.reply.send(resp);
+                }
+            });
+        }
+
+        fn events(log: &Log) -> Vec<Ev> {
+            log.lock().unwrap().clone()
+        }
+
+        async fn poll_until(
+            gc: &mut GroupConsumer,
+            what: &str,
+            done: impl Fn(&GroupConsumer) -> bool,
+        ) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done(gc) {
+                assert!(Instant::now() < deadline, "{what}: not within 10 s: {gc:?}");
+                gc.poll(Duration::from_millis(50)).await.unwrap();
+            }
+        }
+
+        #[tokio::test]
+        async fn revoke_commits_then_releases_at_once_and_a_lost_membership_commits_nothing() {
+            let fb = testing::start(&[("t", 2)]).await;
+            let cluster = Cluster::connect(ClientConfig::new(&fb.addr).unwrap())
+                .await
+                .unwrap();
+            let phase = Arc::new(AtomicU32::new(0));
+            let log: Log = Arc::default();
+            serve(fb, phase.clone(), log.clone());
+            // Automatic commits only on revocation and close (not on the interval) in this test.
+            let mut config = GroupConfig::new("g");
+            config.auto_commit_interval = Duration::from_secs(3600);
+            let mut gc = GroupConsumer::subscribe(cluster, &["t"], config)
+                .await
+                .unwrap();
+            gc.set_listener(Hooks(log.clone()));
+
+            // Join: both partitions; t/0 resumes at its committed 5, t/1 (nothing committed) at latest (10).
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.len() < 2 {
+                assert!(Instant::now() < deadline, "records: {got:?}");
+                for r in gc.poll(Duration::from_millis(100)).await.unwrap() {
+                    got.push((r.partition, r.offset));
+                }
+            }
+            assert_eq!(got, vec![(0, 5), (0, 6)]);
+            assert_eq!(gc.member_id(), "m1");
+            assert_eq!(gc.position("t", 1), Some(10));
+            assert!(events(&log).contains(&Ev::Assigned(vec![0, 1])));
+
+            // Revoke t/0: hook, commit of what poll returned (7), release reported at once (not after the
+            // 1.5 s heartbeat interval).
+            phase.store(1, Ordering::SeqCst);
+            poll_until(&mut gc, "revocation", |gc| gc.assignment().len() == 1).await;
+            let released_by = Instant::now() + Duration::from_secs(2);
+            while !events(&log).iter().any(
+                |e| matches!(e, Ev::Heartbeat { owned: Some(o), epoch, .. } if *o == vec![1] && *epoch > 0),
+            ) {
+                assert!(Instant::now() < released_by, "release not reported: {:?}", events(&log));
+                gc.poll(Duration::from_millis(20)).await.unwrap();
+            }
+            let ev = events(&log);
+            let revoked = ev.iter().position(|e| *e == Ev::Revoked(vec![0])).unwrap();
+            let commit = ev
+                .iter()
+                .position(|e| matches!(e, Ev::Commit { partition: 0, offset: 7, member, .. } if member == "m1"))
+                .expect("revoked partition committed");
+            let release = ev
+                .iter()
+                .position(|e| matches!(e, Ev::Heartbeat { owned: Some(o), epoch, .. } if *o == vec![1] && *epoch > 0))
+                .unwrap();
+            assert!(revoked < commit && commit < release, "{ev:?}");
+            let (Ev::Commit { at: c_at, .. }, Ev::Heartbeat { at: h_at, .. }) =
+                (&ev[commit], &ev[release])
+            else {
+                unreachable!()
+            };
+            assert!(
+                h_at.duration_since(*c_at) < Duration::from_millis(500),
+                "the release waited for the heartbeat interval"
+            );
+
+            // The session expires: the coordinator no longer knows m1. Its partitions are lost without a
+            // commit; the member rejoins as m2 and starts t/1 from the committed offsets again.
+            let before = events(&log).len();
+            phase.store(2, Ordering::SeqCst);
+            poll_until(&mut gc, "rejoin", |gc| {
+                gc.member_id() == "m2"
+                    && gc.assignment().len() == 1
+                    && gc.position("t", 1).is_some()
+            })
+            .await;
+            let ev = events(&log)[before..].to_vec();
+            let lost = ev
+                .iter()
+                .position(|e| *e == Ev::Lost(vec![1]))
+                .expect("on_lost");
+            let assigned = ev.iter().position(|e| *e == Ev::Assigned(vec![1])).unwrap();
+            assert!(lost < assigned, "{ev:?}");
+            assert!(
+                !ev.iter().any(|e| matches!(e, Ev::Commit { .. })),
+                "a lost partition was committed: {ev:?}"
+            );
+            assert!(ev[lost..assigned].contains(&Ev::OffsetFetch));
+
+            // Close: commit t/1 (its position, 10) as m2, then leave.
+            let before = events(&log).len();
+            gc.close().await.unwrap();
+            let ev = events(&log)[before..].to_vec();
+            let commit = ev
+                .iter()
+                .position(|e| matches!(e, Ev::Commit { partition: 1, offset: 10, member, .. } if member == "m2"))
+                .expect("close commits");
+            let leave = ev
+                .iter()
+                .position(
+                    |e| matches!(e, Ev::Heartbeat { epoch: -1, member, .. } if member == "m2"),
+                )
+                .expect("close leaves");
+            assert!(commit < leave, "{ev:?}");
+        }
+    }
 }

@@ -471,6 +471,19 @@ impl GroupConsumer {
     }
 
     async fn add(&mut self, added: &[TopicPartition]) -> Result<()> {
+        // Report them owned from now on: a heartbeat sent while they are being started must not tell the
+        // coordinator they are free (it may be revoking them already, and would hand them on).
+        let mut claimed = self.held.clone();
+        claimed.extend(added.iter().cloned());
+        self.shared.set_owned(self.incarnation, &claimed);
+        let r = self.start_partitions(added).await;
+        if r.is_err() {
+            self.shared.set_owned(self.incarnation, &self.held);
+        }
+        r
+    }
+
+    async fn start_partitions(&mut self, added: &[TopicPartition]) -> Result<()> {
         let committed = self.fetch_committed(added).await?;
         let mut assigned: Vec<TopicPartition> = Vec::new();
         let mut failure = None;

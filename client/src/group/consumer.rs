@@ -153,8 +153,8 @@ fn refused(code: ErrorCode, member: &str, message: Option<String>) -> ClientErro
         ErrorCode::UnknownMemberId => ClientError::broker(
             code,
             Some(format!(
-                "commit refused: member {member} is no longer in the group ({why}); its partitions may have \
-                 moved to another member and their records will be delivered again"
+                "commit refused: this member was removed from the group ({why}); its partitions may have moved \
+                 to another member and their records will be delivered again"
             )),
         ),
         ErrorCode::FencedMemberEpoch => ClientError::broker(
@@ -535,7 +535,7 @@ impl GroupConsumer {
 
     /// The group's committed offsets of `tps` (absent: nothing committed). One attempt: `poll` retries.
     async fn fetch_committed(
-        &self,
+        &mut self,
         tps: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, u64>> {
         let set: BTreeSet<TopicPartition> = tps.iter().cloned().collect();
@@ -605,7 +605,13 @@ impl GroupConsumer {
         Ok(n)
     }
 
-    async fn send_commit(&self, offsets: &[(TopicPartition, u64)], attempts: u32) -> Result<()> {
+    // `&mut self` although it only reads: a `&GroupConsumer` held across an await would make the future
+    // require `GroupConsumer: Sync`, and the listener is only `Send`.
+    async fn send_commit(
+        &mut self,
+        offsets: &[(TopicPartition, u64)],
+        attempts: u32,
+    ) -> Result<()> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -701,6 +707,16 @@ mod tests {
         (Arc::from(t), p)
     }
 
+    /// A member can be moved to (and polled on) a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn futures_are_send(mut gc: GroupConsumer) {
+        fn send<T: Send>(_: T) {}
+        send(gc.poll(Duration::ZERO));
+        send(gc.commit());
+        send(gc.commit_offsets(&[]));
+        send(gc.close());
+    }
+
     #[test]
     fn diff_splits_revoked_and_added() {
         let held: BTreeSet<_> = [tp("a", 0), tp("a", 1), tp("b", 0)].into_iter().collect();
@@ -740,7 +756,11 @@ mod tests {
     fn refusals_explain_themselves() {
         let e = refused(ErrorCode::UnknownMemberId, "m-1", Some("gone".into()));
         assert_eq!(e.code(), Some(ErrorCode::UnknownMemberId));
-        assert!(e.to_string().contains("commit refused: member m-1"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("commit refused: this member was removed"),
+            "{e}"
+        );
         let e = refused(ErrorCode::FencedMemberEpoch, "m-1", None);
         assert!(e.to_string().contains("fenced by a rebalance"), "{e}");
     }

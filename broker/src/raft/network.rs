@@ -81,7 +81,7 @@ fn rpc_cfg() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<RPC_PAYLOAD_MAX>()
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
     bincode::serde::encode_to_vec(v, rpc_cfg())
         .map(Bytes::from)
         .map_err(|e| e.to_string())

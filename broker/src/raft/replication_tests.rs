@@ -118,12 +118,16 @@ async fn cluster(n: u32) -> Vec<Node> {
 }
 
 async fn open_replica(node: &mut Node, voters: &[u32]) {
+    open_replica_with(node, voters, LogConfig::default()).await
+}
+
+async fn open_replica_with(node: &mut Node, voters: &[u32], cfg: LogConfig) {
     let p = Partition::open_with(
         pid(),
         node.dir.path().to_path_buf(),
         node.id,
         voters.to_vec(),
-        LogConfig::default(),
+        cfg,
         StorageContext::new(),
         PartitionOptions::replicated(node.net.clone()),
     )
@@ -140,14 +144,15 @@ async fn kill(node: &mut Node) {
     node.stop.cancel();
 }
 
+/// Two records; the first value is padded with `pad` bytes.
 fn batch(i: usize) -> (Bytes, RecordBatchHeader) {
-    let mut b = RecordBatchBuilder::new(256);
-    b.push(
-        1_000 + i as i64,
-        Some(b"k"),
-        format!("v{i}").as_bytes(),
-        &[],
-    );
+    padded_batch(i, 0)
+}
+
+fn padded_batch(i: usize, pad: usize) -> (Bytes, RecordBatchHeader) {
+    let mut b = RecordBatchBuilder::new(256 + pad);
+    let v = format!("v{i}-{}", "x".repeat(pad));
+    b.push(1_000 + i as i64, Some(b"k"), v.as_bytes(), &[]);
     b.push(1_001 + i as i64, None, format!("w{i}").as_bytes(), &[]);
     let b = b.finish();
     let h = validate(&b).unwrap();
@@ -189,10 +194,10 @@ async fn agreed_leader(nodes: &[Node], not: Option<u32>) -> usize {
     found.unwrap()
 }
 
-/// Every committed batch of `p`, from offset 0.
+/// Every committed batch of `p`, from its log start.
 fn read_all(p: &Partition) -> Vec<Bytes> {
     let mut out = Vec::new();
-    let mut off = 0;
+    let mut off = p.log_start_offset();
     loop {
         let got = p.read(off, 1 << 20).unwrap();
         if got.is_empty() {
@@ -210,9 +215,17 @@ fn read_all(p: &Partition) -> Vec<Bytes> {
 /// A just-elected leader refuses writes (NOT_LEADER without a hint) until its lease is established; like
 /// a client, retry those (bounded) — they were refused before reaching the log.
 async fn produce(p: &Partition, range: std::ops::Range<usize>) -> Vec<(u64, Bytes)> {
+    produce_padded(p, range, 0).await
+}
+
+async fn produce_padded(
+    p: &Partition,
+    range: std::ops::Range<usize>,
+    pad: usize,
+) -> Vec<(u64, Bytes)> {
     let mut acked = Vec::new();
     for i in range {
-        let (b, h) = batch(i);
+        let (b, h) = padded_batch(i, pad);
         let deadline = Instant::now() + DEADLINE;
         let o = loop {
             match p.append(b.clone(), &h, ACKS_ALL).await {
@@ -320,6 +333,24 @@ async fn a_lagging_replica_catches_up() {
     open_replica(&mut nodes[1], &[1, 2, 3]).await;
     let li = agreed_leader(&nodes, None).await;
     let acked = produce(nodes[li].partition.as_ref().unwrap(), 0..15).await;
+    // A hosted group refuses an RPC addressed to another node, and an undecodable one.
+    let vote = super::types::Vote::new(1, 2);
+    let misaddressed = super::network::encode(&super::network::Envelope {
+        target: 2,
+        body: openraft::raft::VoteRequest::<super::types::PartitionRaft>::new(vote, None),
+    })
+    .unwrap();
+    for payload in [misaddressed, Bytes::from_static(b"\xff\xff")] {
+        let r = nodes[0]
+            .net
+            .handle(RaftRpcRequest {
+                group: pid().group_name(),
+                kind: RAFT_RPC_VOTE,
+                payload,
+            })
+            .await;
+        assert_eq!(r.error_code, ErrorCode::InvalidRequest.as_u16(), "{r:?}");
+    }
     open_replica(&mut nodes[2], &[1, 2, 3]).await;
     let p3 = nodes[2].partition.clone().unwrap();
     eventually("the lagging replica catches up", || {
@@ -337,8 +368,57 @@ async fn a_lagging_replica_catches_up() {
     }
 }
 
+/// Trap T6: a replica that returns after the leader purged by retention gets the tiny retention snapshot
+/// (log start = the leader's) and then every retained batch by ordinary replication: no gap, no loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_retention_boundary_catches_up_by_snapshot() {
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        retention_bytes: Some(8192),
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let mut nodes = cluster(3).await;
+    open_replica_with(&mut nodes[0], &[1, 2, 3], cfg.clone()).await;
+    open_replica_with(&mut nodes[1], &[1, 2, 3], cfg.clone()).await;
+    let li = agreed_leader(&nodes, None).await;
+    let leader = nodes[li].partition.clone().unwrap();
+    let acked = produce_padded(&leader, 0..40, 1_000).await;
+    let hwm = leader.high_watermark();
+    assert_eq!(hwm, 80);
+    assert!(leader.enforce_retention().await.unwrap());
+    eventually("the leader purges by retention", || {
+        leader.log_start_offset() > 0
+    })
+    .await;
+    let start = leader.log_start_offset();
+    open_replica_with(&mut nodes[2], &[1, 2, 3], cfg).await;
+    let p3 = nodes[2].partition.clone().unwrap();
+    eventually("the returning replica converges", || {
+        p3.high_watermark() == hwm
+    })
+    .await;
+    assert_eq!(p3.log_start_offset(), start);
+    let retained: Vec<(u64, Bytes)> = acked.into_iter().filter(|(o, _)| *o >= start).collect();
+    assert!(!retained.is_empty());
+    let got = p3.read(start, 1 << 20).unwrap();
+    assert_eq!(
+        validate(&got[0]).unwrap().base_offset,
+        start,
+        "no gap at the log start"
+    );
+    assert_has(&p3, &retained);
+    assert!(matches!(
+        p3.read(start - 1, 100),
+        Err(PartitionError::OffsetOutOfRange { .. })
+    ));
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}
+
 #[tokio::test]
-async fn unknown_groups_and_misaddressed_rpcs_are_refused() {
+async fn unknown_groups_and_peers_are_refused() {
     let net = RaftNet::new(1, [(2, "127.0.0.1:1".to_string())]);
     let r = net
         .handle(RaftRpcRequest {

@@ -246,6 +246,46 @@ impl std::fmt::Debug for PeerClient {
     }
 }
 
+/// Writes every chunk with vectored writes (one syscall for a whole small frame; TCP_NODELAY is on).
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Result<()> {
+    let mut i = 0; // first chunk not fully written
+    let mut off = 0; // bytes of chunks[i] already written
+    while i < chunks.len() {
+        let slices: Vec<io::IoSlice<'_>> = chunks
+            .iter()
+            .skip(i)
+            .enumerate()
+            .map(|(k, c)| {
+                io::IoSlice::new(if k == 0 {
+                    c.get(off..).unwrap_or(&[])
+                } else {
+                    c
+                })
+            })
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while i < chunks.len() && n > 0 {
+            let left = chunks[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        while i < chunks.len() && chunks[i].len() == off {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
 async fn read_loop(rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<ConnShared>) {
     let mut frames = FramedRead::new(rd, frame_codec());
     while let Some(Ok(frame)) = frames.next().await {
@@ -365,12 +405,7 @@ impl PeerClient {
             if let Ok(mut p) = conn.shared.pending.lock() {
                 p.insert(cid, tx);
             }
-            let write = async {
-                for c in &chunks {
-                    conn.wr.write_all(c).await?;
-                }
-                Ok::<(), io::Error>(())
-            };
+            let write = write_all_vectored(&mut conn.wr, &chunks);
             let written = tokio::time::timeout_at(deadline, write).await;
             let shared = conn.shared.clone();
             match written {

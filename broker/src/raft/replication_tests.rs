@@ -38,6 +38,7 @@ async fn serve_rpc(listener: TcpListener, net: Arc<RaftNet>, stop: CancellationT
         let net = net.clone();
         let stop = stop.clone();
         conns.spawn(async move {
+            let _ = stream.set_nodelay(true);
             let (rd, mut wr) = stream.into_split();
             let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(PEER_INFLIGHT_MAX);
             let writer = tokio::spawn(async move {

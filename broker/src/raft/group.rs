@@ -166,7 +166,11 @@ impl RaftGroup {
         }
         .map_err(|e| fatal_to_error(&log, e))?;
         if let Some(r) = &registered {
-            r.net.register(&r.group, raft.clone());
+            if let Err(e) = r.net.register(&r.group, raft.clone()) {
+                let _ = raft.shutdown().await;
+                let _ = log.close();
+                return Err(GroupError::Unsupported(e));
+            }
         }
         let group = RaftGroup {
             raft,

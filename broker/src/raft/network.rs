@@ -523,10 +523,21 @@ impl RaftNet {
             .clone())
     }
 
-    pub(crate) fn register(&self, group: &str, raft: GroupRaft) {
-        if let Ok(mut g) = self.groups.write() {
-            g.insert(group.to_string(), raft);
+    /// Registers a local group for incoming RPCs; refuses a name already registered (two replicas of one
+    /// group on one node would answer for each other).
+    pub(crate) fn register(&self, group: &str, raft: GroupRaft) -> Result<(), String> {
+        let mut g = self
+            .groups
+            .write()
+            .map_err(|_| "group registry poisoned".to_string())?;
+        if g.contains_key(group) {
+            return Err(format!(
+                "raft group {group:?} is already open on node {}",
+                self.node_id
+            ));
         }
+        g.insert(group.to_string(), raft);
+        Ok(())
     }
 
     pub(crate) fn deregister(&self, group: &str) {

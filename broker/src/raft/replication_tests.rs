@@ -76,6 +76,7 @@ async fn serve_rpc(listener: TcpListener, net: Arc<RaftNet>, stop: CancellationT
 
 struct Node {
     id: u32,
+    book: Vec<(u64, String)>,
     net: Arc<RaftNet>,
     stop: CancellationToken,
     dir: tempfile::TempDir,
@@ -109,6 +110,7 @@ async fn cluster(n: u32) -> Vec<Node> {
         tokio::spawn(serve_rpc(l, net.clone(), stop.clone()));
         nodes.push(Node {
             id,
+            book: book.clone(),
             net,
             stop,
             dir: tempfile::tempdir().unwrap(),
@@ -146,6 +148,21 @@ async fn kill(node: &mut Node) {
 }
 
 /// Two records; the first value is padded with `pad` bytes.
+/// Restarts a killed node on the same address and data dir (a fresh `RaftNet`, as after a process restart).
+async fn restart(node: &mut Node, voters: &[u32]) {
+    let addr = node
+        .book
+        .iter()
+        .find(|(n, _)| *n == u64::from(node.id))
+        .map(|(_, a)| a.clone())
+        .unwrap();
+    let l = TcpListener::bind(addr.as_str()).await.unwrap();
+    node.net = RaftNet::new(u64::from(node.id), node.book.clone());
+    node.stop = CancellationToken::new();
+    tokio::spawn(serve_rpc(l, node.net.clone(), node.stop.clone()));
+    open_replica(node, voters).await;
+}
+
 fn batch(i: usize) -> (Bytes, RecordBatchHeader) {
     padded_batch(i, 0)
 }
@@ -364,6 +381,56 @@ async fn a_lagging_replica_catches_up() {
         read_all(nodes[li].partition.as_ref().unwrap())
     );
     assert_eq!(p3.leader(), Some(nodes[li].id));
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}
+
+/// A follower restarted from its data dir rejoins (its peers reconnect to it) and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_rejoins_and_converges() {
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    let li = agreed_leader(&nodes, None).await;
+    let leader = nodes[li].partition.clone().unwrap();
+    let mut acked = produce(&leader, 0..10).await;
+    let fi = (li + 1) % 3;
+    let f = nodes[fi].partition.clone().unwrap();
+    eventually("the follower has the first writes", || {
+        f.high_watermark() == 20
+    })
+    .await;
+    drop(f);
+    kill(&mut nodes[fi]).await;
+    acked.extend(produce(&leader, 10..20).await);
+    restart(&mut nodes[fi], &[1, 2, 3]).await;
+    let f = nodes[fi].partition.clone().unwrap();
+    eventually("the restarted follower converges", || {
+        f.high_watermark() == 40
+    })
+    .await;
+    assert_has(&f, &acked);
+    assert_eq!(read_all(&f), read_all(&leader));
+    assert_eq!(f.leader(), Some(nodes[li].id));
+    // A second replica of the same group on one node is refused (it would answer for the first).
+    let dup = tempfile::tempdir().unwrap();
+    let r = Partition::open_with(
+        pid(),
+        dup.path().to_path_buf(),
+        nodes[fi].id,
+        vec![1, 2, 3],
+        LogConfig::default(),
+        StorageContext::new(),
+        PartitionOptions::replicated(nodes[fi].net.clone()),
+    )
+    .await;
+    match r {
+        Err(e) => assert!(e.to_string().contains("already open"), "{e}"),
+        Ok(_) => panic!("a duplicate replica was opened"),
+    }
+    assert_eq!(nodes[fi].net.group_names(), vec![pid().group_name()]);
     for n in nodes.iter_mut() {
         kill(n).await;
     }

@@ -28,13 +28,19 @@ use crate::storage::{LogConfig, StorageContext};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A minimal RaftRpc-only listener: what a broker's connection loop does for key 100.
-async fn serve_rpc(listener: TcpListener, net: Arc<RaftNet>, stop: CancellationToken) {
+async fn serve_rpc(
+    listener: TcpListener,
+    net: Arc<RaftNet>,
+    stop: CancellationToken,
+    accepted: Arc<AtomicUsize>,
+) {
     let conns = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = stop.cancelled() => break,
         };
+        accepted.fetch_add(1, Ordering::SeqCst);
         let net = net.clone();
         let stop = stop.clone();
         conns.spawn(async move {
@@ -79,6 +85,8 @@ struct Node {
     book: Vec<(u64, String)>,
     net: Arc<RaftNet>,
     stop: CancellationToken,
+    /// Connections this node's listener accepted.
+    accepted: Arc<AtomicUsize>,
     dir: tempfile::TempDir,
     partition: Option<Arc<Partition>>,
 }
@@ -107,12 +115,14 @@ async fn cluster(n: u32) -> Vec<Node> {
         let id = i as u32 + 1;
         let net = RaftNet::new(u64::from(id), book.clone());
         let stop = CancellationToken::new();
-        tokio::spawn(serve_rpc(l, net.clone(), stop.clone()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(serve_rpc(l, net.clone(), stop.clone(), accepted.clone()));
         nodes.push(Node {
             id,
             book: book.clone(),
             net,
             stop,
+            accepted,
             dir: tempfile::tempdir().unwrap(),
             partition: None,
         });
@@ -159,7 +169,12 @@ async fn restart(node: &mut Node, voters: &[u32]) {
     let l = TcpListener::bind(addr.as_str()).await.unwrap();
     node.net = RaftNet::new(u64::from(node.id), node.book.clone());
     node.stop = CancellationToken::new();
-    tokio::spawn(serve_rpc(l, node.net.clone(), node.stop.clone()));
+    tokio::spawn(serve_rpc(
+        l,
+        node.net.clone(),
+        node.stop.clone(),
+        node.accepted.clone(),
+    ));
     open_replica(node, voters).await;
 }
 
@@ -383,6 +398,62 @@ async fn a_lagging_replica_catches_up() {
     assert_eq!(p3.leader(), Some(nodes[li].id));
     for n in nodes.iter_mut() {
         kill(n).await;
+    }
+}
+
+/// Several groups on the same nodes share one connection per node pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_share_one_connection_per_peer() {
+    const GROUPS: u32 = 4;
+    let nodes = cluster(3).await;
+    let mut parts: Vec<Vec<Arc<Partition>>> = Vec::new();
+    let mut dirs = Vec::new();
+    for g in 0..GROUPS {
+        let mut replicas = Vec::new();
+        for n in &nodes {
+            let dir = tempfile::tempdir().unwrap();
+            let p = Partition::open_with(
+                PartitionId {
+                    topic: "s".into(),
+                    partition: g,
+                },
+                dir.path().to_path_buf(),
+                n.id,
+                vec![1, 2, 3],
+                LogConfig::default(),
+                StorageContext::new(),
+                PartitionOptions::replicated(n.net.clone()),
+            )
+            .await
+            .unwrap();
+            dirs.push(dir);
+            replicas.push(p);
+        }
+        parts.push(replicas);
+    }
+    for replicas in &parts {
+        let mut leader = None;
+        eventually("each group elects a writable leader", || {
+            leader = replicas.iter().find(|p| p.is_leader()).cloned();
+            leader.is_some()
+        })
+        .await;
+        let leader = leader.unwrap();
+        let acked = produce(&leader, 0..3).await;
+        for p in replicas {
+            eventually("replicas commit", || p.high_watermark() == 6).await;
+            assert_has(p, &acked);
+        }
+    }
+    // Each node was dialled by each of its two peers once, whatever the number of groups.
+    for n in &nodes {
+        assert_eq!(n.accepted.load(Ordering::SeqCst), 2, "node {}", n.id);
+        assert_eq!(n.net.group_names().len(), GROUPS as usize);
+    }
+    for replicas in parts {
+        for p in replicas {
+            p.shutdown().await.unwrap();
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The consumer-group coordinator, started on the first group request.
     pub groups: tokio::sync::OnceCell<Arc<crate::groups::coordinator::Coordinator>>,
+    /// Raft RPCs between brokers: peer connections and the registry of local Raft groups.
+    pub raft: Arc<crate::raft::RaftNet>,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -216,7 +218,15 @@ impl Server {
         let (advertised_host, advertised_port) = split_host_port(&advertised)
             .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
 
+        let raft = crate::raft::RaftNet::new(
+            u64::from(config.node_id),
+            config
+                .peers
+                .iter()
+                .map(|p| (u64::from(p.node_id), p.addr.clone())),
+        );
         let broker = Arc::new(Broker {
+            raft,
             registry,
             metrics: Metrics::new(),
             groups: tokio::sync::OnceCell::new(),

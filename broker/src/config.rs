@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use runnel_protocol::limits::{INFLIGHT_REQUESTS_PER_CONNECTION_MAX, PARTITIONS_PER_TOPIC_MAX};
+use runnel_protocol::limits::{
+    BATCH_SIZE_BYTES_MAX, INFLIGHT_REQUESTS_PER_CONNECTION_MAX, PARTITIONS_PER_TOPIC_MAX,
+};
 use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_DATA_DIR: &str = "./runnel-data";
@@ -25,10 +27,12 @@ pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 pub const DEFAULT_MAX_INFLIGHT_PER_CONNECTION: usize = INFLIGHT_REQUESTS_PER_CONNECTION_MAX;
 pub const DEFAULT_PARTITIONS: u32 = 1;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
-/// Smallest segment size accepted (one page); small values serve retention tests.
-pub const SEGMENT_BYTES_MIN: u64 = 4096;
-/// Largest segment size: index entries hold file positions as `u32`.
-pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+/// Smallest segment size accepted: the batch limit ([`BATCH_SIZE_BYTES_MAX`]), so that the largest record
+/// batch a produce request may carry fits one segment. (The storage engine itself accepts smaller segments;
+/// its tests use them.)
+pub const SEGMENT_BYTES_MIN: u64 = BATCH_SIZE_BYTES_MAX as u64;
+/// Largest segment size: the storage engine's limit (index entries hold file positions as `u32`).
+pub const SEGMENT_BYTES_MAX: u64 = crate::storage::log::SEGMENT_BYTES_MAX;
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// `-1`: unlimited.
@@ -76,8 +80,8 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
 
-    /// Admin HTTP listener (/metrics, /health/live, /health/ready), IP:PORT; port 0 picks a free port and
-    /// logs it. [default: 127.0.0.1:9644]
+    /// Admin HTTP listener (/metrics, /health/live, /health/ready, /v1/cluster, /v1/partitions), IP:PORT;
+    /// port 0 picks a free port and logs it. [default: 127.0.0.1:9644]
     #[arg(long, env = "RUNNEL_ADMIN_LISTEN", value_name = "IP:PORT")]
     pub admin_listen: Option<String>,
 
@@ -94,7 +98,8 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log format on stderr; the level comes from RUST_LOG. [default: text]
+    /// Log format on stderr, text or json; levels come from RUST_LOG (unset: "info,openraft=warn").
+    /// [default: text]
     #[arg(long, env = "RUNNEL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
@@ -107,15 +112,17 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_MAX_INFLIGHT_PER_CONNECTION", value_name = "N")]
     pub max_inflight_per_connection: Option<usize>,
 
-    /// Partitions of a new topic when the request leaves it to the broker. [default: 1]
+    /// Partitions of a new topic when the request leaves it to the broker, 1 to 10000. [default: 1]
     #[arg(long, env = "RUNNEL_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<u32>,
 
-    /// Segment size of new topics, in bytes, 4096 to 4294967295. [default: 134217728 (128 MiB)]
+    /// Segment size of topics without a segment.bytes override, in bytes, from the batch limit 16777216
+    /// (16 MiB) to 1073741824 (1 GiB). [default: 134217728 (128 MiB)]
     #[arg(long, env = "RUNNEL_SEGMENT_BYTES", value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
 
-    /// Time-based retention of new topics, in milliseconds; -1 = unlimited. [default: 604800000 (7 days)]
+    /// Time-based retention of topics without a retention.ms override, in milliseconds; -1 = unlimited.
+    /// [default: 604800000 (7 days)]
     #[arg(
         long,
         env = "RUNNEL_RETENTION_MS",
@@ -124,7 +131,8 @@ pub struct Cli {
     )]
     pub retention_ms: Option<i64>,
 
-    /// Size-based retention per partition of new topics, in bytes; -1 = unlimited. [default: -1]
+    /// Size-based retention per partition of topics without a retention.bytes override, in bytes; -1 =
+    /// unlimited; at least --segment-bytes (retention deletes whole segments). [default: -1]
     #[arg(
         long,
         env = "RUNNEL_RETENTION_BYTES",
@@ -461,10 +469,19 @@ impl BrokerConfig {
 
 /// `segment.bytes` / `--segment-bytes` bounds.
 pub fn check_segment_bytes(key: &'static str, v: u64) -> Result<(), ConfigError> {
-    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&v) {
+    if v < SEGMENT_BYTES_MIN {
         return Err(invalid(
             key,
-            format!("{v} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX} bytes"),
+            format!(
+                "{v} bytes is below the batch limit BATCH_SIZE_BYTES_MAX ({SEGMENT_BYTES_MIN} bytes): a \
+                 segment must hold the largest record batch"
+            ),
+        ));
+    }
+    if v > SEGMENT_BYTES_MAX {
+        return Err(invalid(
+            key,
+            format!("{v} bytes is above the largest segment size, {SEGMENT_BYTES_MAX} bytes"),
         ));
     }
     Ok(())
@@ -628,6 +645,19 @@ mod tests {
             "default-partitions"
         );
         assert_eq!(err_key(parse(&["--segment-bytes", "100"])), "segment-bytes");
+        // A segment smaller than the batch limit could not hold the largest batch; one above the storage
+        // engine's limit could not be opened.
+        let below = (SEGMENT_BYTES_MIN - 1).to_string();
+        let e = parse(&["--segment-bytes", &below]).unwrap_err().to_string();
+        assert!(
+            e.contains("segment-bytes") && e.contains("batch limit"),
+            "{e}"
+        );
+        let above = (SEGMENT_BYTES_MAX + 1).to_string();
+        assert_eq!(
+            err_key(parse(&["--segment-bytes", &above])),
+            "segment-bytes"
+        );
         assert_eq!(err_key(parse(&["--retention-ms", "0"])), "retention-ms");
         assert_eq!(
             err_key(parse(&["--retention-bytes", "-5"])),
@@ -637,9 +667,9 @@ mod tests {
         assert_eq!(
             err_key(parse(&[
                 "--segment-bytes",
-                "1000000",
+                "20000000",
                 "--retention-bytes",
-                "4096"
+                "19999999"
             ])),
             "retention-bytes"
         );
@@ -650,13 +680,15 @@ mod tests {
             "--default-partitions",
             "10000",
             "--segment-bytes",
-            "4096",
+            &SEGMENT_BYTES_MIN.to_string(),
         ])
         .unwrap();
         assert_eq!(
             c.max_inflight_per_connection,
             INFLIGHT_REQUESTS_PER_CONNECTION_MAX
         );
+        assert_eq!(c.segment_bytes, BATCH_SIZE_BYTES_MAX as u64);
+        parse(&["--segment-bytes", &SEGMENT_BYTES_MAX.to_string()]).unwrap();
     }
 
     #[test]

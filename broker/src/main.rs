@@ -9,8 +9,13 @@ use runnel_broker::config::{BrokerConfig, LogFormat};
 use runnel_broker::Server;
 use tracing_subscriber::EnvFilter;
 
+/// The log filter when `RUST_LOG` is not set: our own events at info, openraft's only from warn (it logs
+/// every election step of every partition at info).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -228,6 +228,22 @@ pub enum MetadataError {
     },
 }
 
+/// How far [`Registry::open_with_progress`] has come opening the stored partitions (for `/health/ready`
+/// while a node recovers).
+#[derive(Debug, Default)]
+pub struct OpenProgress {
+    total: std::sync::atomic::AtomicUsize,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl OpenProgress {
+    /// (partitions opened, partitions to open); the total is 0 until the metadata is loaded.
+    pub fn get(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.opened.load(Relaxed), self.total.load(Relaxed))
+    }
+}
+
 /// A topic and its open partitions. Immutable: a change replaces the `Arc<Topic>` in the map.
 pub struct Topic {
     pub record: TopicRecord,
@@ -442,6 +458,16 @@ impl Registry {
         store: Box<dyn MetadataStore>,
         ctx: StorageContext,
     ) -> Result<Registry, MetadataError> {
+        Registry::open_with_progress(opts, store, ctx, Arc::new(OpenProgress::default())).await
+    }
+
+    /// [`Registry::open`], counting opened partitions in `progress` as it goes.
+    pub async fn open_with_progress(
+        opts: RegistryOptions,
+        store: Box<dyn MetadataStore>,
+        ctx: StorageContext,
+        progress: Arc<OpenProgress>,
+    ) -> Result<Registry, MetadataError> {
         let partitions_dir = opts.data_dir.join(PARTITIONS_DIR);
         tokio::fs::create_dir_all(&partitions_dir)
             .await
@@ -487,6 +513,10 @@ impl Registry {
             opts,
         };
         reg.sweep_unknown_dirs(&snap).await?;
+        progress.total.store(
+            snap.topics.iter().map(|t| t.assignments.len()).sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mut topics = BTreeMap::new();
         let mut count = 0;
         for record in snap.topics {
@@ -501,6 +531,9 @@ impl Registry {
                     error,
                 })?;
             count += parts.len();
+            progress
+                .opened
+                .fetch_add(parts.len(), std::sync::atomic::Ordering::Relaxed);
             topics.insert(
                 record.name.clone(),
                 Arc::new(Topic {
@@ -947,6 +980,113 @@ impl Registry {
         Ok(())
     }
 
+    /// Changes a topic's config overrides: each pair sets a key, an empty value removes the override (the
+    /// broker default applies again). The resulting set is validated as a whole, persisted, then applied to
+    /// the live partitions (segment settings from their next append, retention at once). Internal topics
+    /// (`__*`) are refused: the broker manages their configs. With `validate_only` nothing changes.
+    /// Returns the overrides now in force.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        changes: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<BTreeMap<String, String>, TopicError> {
+        let _admin = self.admin.lock().await;
+        let old = {
+            let st = self.read();
+            if st.closed {
+                return Err(terr(
+                    ErrorCode::BrokerShuttingDown,
+                    "the broker is shutting down",
+                ));
+            }
+            st.topics.get(name).cloned().ok_or_else(|| {
+                terr(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {name:?} does not exist"),
+                )
+            })?
+        };
+        if name.starts_with("__") {
+            return Err(terr(
+                ErrorCode::InvalidConfig,
+                format!("topic {name:?} is internal; the broker manages its configs"),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (k, _) in changes {
+            if !seen.insert(k.as_str()) {
+                return Err(terr(
+                    ErrorCode::InvalidConfig,
+                    format!("config {k:?} is given twice"),
+                ));
+            }
+        }
+        let mut merged = old.record.configs.clone();
+        for (k, v) in changes {
+            if !TOPIC_CONFIG_KEYS.contains(&k.as_str()) {
+                return Err(terr(
+                    ErrorCode::InvalidConfig,
+                    format!(
+                        "unknown topic config {k:?}; known keys are {}",
+                        TOPIC_CONFIG_KEYS.join(", ")
+                    ),
+                ));
+            }
+            if v.trim().is_empty() {
+                merged.remove(k);
+            } else {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        let pairs: Vec<(String, String)> = merged.into_iter().collect();
+        let configs = validate_topic_configs(&pairs, &self.opts.defaults)?;
+        if validate_only || configs == old.record.configs {
+            return Ok(configs);
+        }
+        let mut record = old.record.clone();
+        record.configs = configs.clone();
+        let log_config = self.log_config(&record);
+        let topic = Arc::new(Topic {
+            record,
+            partitions: old.partitions.clone(),
+        });
+        let snap = {
+            let st = self.read();
+            let mut snap = self.snapshot(&st);
+            for t in &mut snap.topics {
+                if t.name == name {
+                    *t = topic.record.clone();
+                }
+            }
+            snap
+        };
+        self.store.save(snap).await.map_err(|e| {
+            terr(
+                ErrorCode::StorageError,
+                format!("saving topic metadata: {e}"),
+            )
+        })?;
+        self.write().topics.insert(name.to_string(), topic.clone());
+        for p in &topic.partitions {
+            // The config passed validation; a partition shutting down concurrently is the only failure.
+            if let Err(e) = p.set_log_config(log_config.clone()) {
+                tracing::warn!(topic = name, partition = p.id().partition, error = %e, "cannot apply the new config");
+                continue;
+            }
+            if let Err(e) = p.enforce_retention().await {
+                tracing::warn!(topic = name, partition = p.id().partition, error = %e, "retention check after a config change failed");
+            }
+        }
+        tracing::info!(
+            topic = name,
+            old = ?old.record.configs,
+            new = ?configs,
+            "topic configs altered"
+        );
+        Ok(configs)
+    }
+
     /// Shuts every partition down (flushing it); later admin operations fail with BROKER_SHUTTING_DOWN.
     pub async fn shutdown(&self) {
         let _admin = self.admin.lock().await;
@@ -1124,6 +1264,93 @@ mod tests {
         assert!(r.partition("b", 3).is_err());
         assert!(!dir.path().join("partitions/orphan-0").exists());
         assert!(r.leaderless_partition().is_none());
+    }
+
+    #[tokio::test]
+    async fn configs_are_altered_persisted_and_applied_to_live_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        {
+            let r = open(dir.path(), 100).await;
+            r.create_topic("t", 2, 1, &[kv("segment.ms", "5000")], false)
+                .await
+                .unwrap();
+            let got = r
+                .alter_topic_configs("t", &[kv("retention.ms", "60000")], false)
+                .await
+                .unwrap();
+            assert_eq!(got.get("retention.ms").map(String::as_str), Some("60000"));
+            assert_eq!(
+                got.get("segment.ms").map(String::as_str),
+                Some("5000"),
+                "kept"
+            );
+            for p in &r.topic("t").unwrap().partitions {
+                let c = p.log_config();
+                assert_eq!((c.retention_ms, c.segment_ms), (Some(60_000), 5000));
+            }
+            // validate_only changes nothing.
+            r.alter_topic_configs("t", &[kv("retention.ms", "7")], true)
+                .await
+                .unwrap();
+            assert_eq!(
+                r.topic("t").unwrap().partitions[0]
+                    .log_config()
+                    .retention_ms,
+                Some(60_000)
+            );
+            // Refusals name the key; nothing changes.
+            for (changes, key) in [
+                (vec![kv("retention.ms", "0")], "retention.ms"),
+                (vec![kv("segment.bytes", "4096")], "segment.bytes"),
+                (vec![kv("cleanup.policy", "compact")], "cleanup.policy"),
+                (vec![kv("retention.bytes", "1000")], "retention.bytes"),
+                (
+                    vec![kv("segment.ms", "1"), kv("segment.ms", "2")],
+                    "segment.ms",
+                ),
+            ] {
+                let e = r
+                    .alter_topic_configs("t", &changes, false)
+                    .await
+                    .unwrap_err();
+                assert_eq!(e.code, ErrorCode::InvalidConfig, "{changes:?}");
+                assert!(e.message.contains(key), "{}", e.message);
+            }
+            assert_eq!(
+                r.alter_topic_configs("nope", &[kv("retention.ms", "1")], false)
+                    .await
+                    .unwrap_err()
+                    .code,
+                ErrorCode::UnknownTopicOrPartition
+            );
+            r.create_topic("__internal", 1, 1, &[], false)
+                .await
+                .unwrap();
+            assert_eq!(
+                r.alter_topic_configs("__internal", &[kv("retention.ms", "1")], false)
+                    .await
+                    .unwrap_err()
+                    .code,
+                ErrorCode::InvalidConfig
+            );
+            r.shutdown().await;
+        }
+        // Persisted: a restart opens the partitions with the altered config; an empty value reverts a key.
+        let r = open(dir.path(), 100).await;
+        let t = r.topic("t").unwrap();
+        assert_eq!(r.effective_config(&t.record).retention_ms, 60_000);
+        assert_eq!(t.partitions[1].log_config().retention_ms, Some(60_000));
+        let got = r
+            .alter_topic_configs("t", &[kv("retention.ms", "")], false)
+            .await
+            .unwrap();
+        assert!(!got.contains_key("retention.ms"));
+        assert_eq!(
+            t.partitions[0].log_config().retention_ms,
+            Some(defaults().retention_ms as u64)
+        );
+        r.shutdown().await;
     }
 
     #[tokio::test]

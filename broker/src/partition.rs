@@ -4,9 +4,13 @@
 //! Invariants: `read` serves only whole batches below the high watermark (committed data), as zero-copy
 //! slices of the mapped segments; an append with acks=all resolves only once committed; after `shutdown`
 //! every call fails with `ShuttingDown`.
+//!
+//! Operability: each partition logs one line per leadership change and counts new leaderships
+//! ([`Partition::leader_changes`]); [`Partition::set_log_config`] changes segment and retention settings of
+//! the live log; [`Partition::log_stats`] gives segment count and bytes for metrics.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -15,11 +19,11 @@ use runnel_protocol::batch::{RecordBatchHeader, BATCH_HEADER_LEN};
 use runnel_protocol::messages::produce::ACKS_NONE;
 use runnel_protocol::ErrorCode;
 
-use crate::raft::{GroupConfig, GroupError, RaftGroup, RaftNet, Replication};
+use crate::raft::{GroupConfig, GroupError, Leadership, RaftGroup, RaftNet, Replication};
 use crate::storage::log::now_ms;
 use crate::storage::{PartitionLog, StorageError};
 
-pub use crate::storage::{LogConfig, StorageContext};
+pub use crate::storage::{LogConfig, LogStats, StorageContext};
 
 /// How often a partition checks whether retention should snapshot + purge.
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -133,7 +137,10 @@ pub struct Partition {
     log: PartitionLog,
     hwm: tokio::sync::watch::Receiver<u64>,
     closed: AtomicBool,
+    /// New leaderships seen since the partition was opened (the first election included).
+    leader_changes: Arc<AtomicU64>,
     retention_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    leadership_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -205,20 +212,41 @@ impl Partition {
         )
         .await?;
         let hwm = group.watch_high_watermark();
+        let mut leadership = group.watch_leadership();
+        // Mark the current value seen, so the loop below reports only later changes.
+        let first = *leadership.borrow_and_update();
         let p = Arc::new(Partition {
             id,
             group,
             log,
             hwm,
             closed: AtomicBool::new(false),
+            leader_changes: Arc::new(AtomicU64::new(u64::from(first.leader.is_some()))),
             retention_task: Mutex::new(None),
+            leadership_task: Mutex::new(None),
         });
         let weak = Arc::downgrade(&p);
         let task = tokio::spawn(retention_loop(weak, options.retention_check_interval));
         if let Ok(mut t) = p.retention_task.lock() {
             *t = Some(task);
         }
-        tracing::info!(topic = %p.id.topic, partition = p.id.partition, hwm = p.high_watermark(), "partition open");
+        let task = tokio::spawn(leadership_loop(
+            p.id.clone(),
+            p.leader_changes.clone(),
+            leadership,
+            first,
+        ));
+        if let Ok(mut t) = p.leadership_task.lock() {
+            *t = Some(task);
+        }
+        tracing::info!(
+            topic = %p.id.topic,
+            partition = p.id.partition,
+            hwm = p.high_watermark(),
+            leader = ?first.leader,
+            term = first.term,
+            "partition open"
+        );
         Ok(p)
     }
 
@@ -328,6 +356,29 @@ impl Partition {
         self.group.term()
     }
 
+    /// New leaderships (another leader, or a new term) seen since the partition was opened, the first
+    /// election included.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// The log settings in force.
+    pub fn log_config(&self) -> LogConfig {
+        self.log.config()
+    }
+
+    /// Replaces the log settings of the live partition (segment size and age apply from the next append,
+    /// retention from the next check). Fails, changing nothing, when `config` is invalid.
+    pub fn set_log_config(&self, config: LogConfig) -> Result<(), PartitionError> {
+        self.check_open()?;
+        Ok(self.log.set_config(config)?)
+    }
+
+    /// Segment count and sizes, for metrics.
+    pub fn log_stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
     /// Applies retention now: if whole segments have expired, snapshot at the boundary and let Raft purge
     /// them. Returns whether a snapshot was requested (the purge follows asynchronously).
     pub async fn enforce_retention(&self) -> Result<bool, PartitionError> {
@@ -340,13 +391,44 @@ impl Partition {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Ok(mut t) = self.retention_task.lock() {
-            if let Some(t) = t.take() {
-                t.abort();
+        for task in [&self.retention_task, &self.leadership_task] {
+            if let Ok(mut t) = task.lock() {
+                if let Some(t) = t.take() {
+                    t.abort();
+                }
             }
         }
         self.group.shutdown().await?;
         Ok(())
+    }
+}
+
+/// Logs one line per leadership change and counts new leaderships in `changes`, until the group stops
+/// (its sender closes) or the partition shuts down (the task is aborted).
+async fn leadership_loop(
+    id: PartitionId,
+    changes: Arc<AtomicU64>,
+    mut rx: tokio::sync::watch::Receiver<Leadership>,
+    mut prev: Leadership,
+) {
+    while rx.changed().await.is_ok() {
+        let next = *rx.borrow_and_update();
+        if next == prev {
+            continue;
+        }
+        if prev.is_new_leadership(&next) {
+            changes.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            topic = %id.topic,
+            partition = id.partition,
+            leader = ?next.leader,
+            term = next.term,
+            previous_leader = ?prev.leader,
+            previous_term = prev.term,
+            "partition leadership changed"
+        );
+        prev = next;
     }
 }
 
@@ -528,6 +610,94 @@ mod tests {
         assert_eq!(p.log_start_offset(), start);
         assert_eq!(p.high_watermark(), hwm);
         p.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leadership_changes_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), LogConfig::default()).await;
+        assert_eq!(p.leader_changes(), 1, "the first election counts");
+        p.shutdown().await.unwrap();
+        // A single member never loses its leadership; drive the loop with a scripted sequence instead.
+        let l = |leader: Option<u64>, term: u64| Leadership { leader, term };
+        let changes = Arc::new(AtomicU64::new(1));
+        let (tx, rx) = tokio::sync::watch::channel(l(Some(1), 1));
+        let task = tokio::spawn(leadership_loop(pid(), changes.clone(), rx, l(Some(1), 1)));
+        for (next, want) in [
+            (l(None, 2), 1),    // lost: a change, not a new leadership
+            (l(Some(2), 2), 2), // elected elsewhere
+            (l(Some(2), 3), 3), // re-elected in a new term
+            (l(Some(1), 3), 4), // another leader
+        ] {
+            tx.send(next).unwrap();
+            eventually("the loop to see the change", || {
+                changes.load(Ordering::Relaxed) == want
+            })
+            .await;
+        }
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the loop ends with its sender")
+            .unwrap();
+        assert_eq!(changes.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_new_leadership_is_another_leader_or_a_new_term() {
+        let l = |leader: Option<u64>, term: u64| Leadership { leader, term };
+        assert!(l(None, 0).is_new_leadership(&l(Some(1), 1)));
+        assert!(l(Some(1), 1).is_new_leadership(&l(Some(1), 2)));
+        assert!(l(Some(1), 1).is_new_leadership(&l(Some(2), 1)));
+        assert!(
+            !l(Some(1), 1).is_new_leadership(&l(None, 2)),
+            "losing a leader"
+        );
+        assert!(l(None, 2).is_new_leadership(&l(Some(1), 2)));
+        assert!(!l(Some(1), 2).is_new_leadership(&l(Some(1), 2)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_config_changes_apply_to_the_live_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 4096,
+            retention_bytes: None,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let p = open(dir.path(), cfg.clone()).await;
+        for i in 0..200 {
+            let (b, h) = batch(4, i);
+            p.append(b, &h, ACKS_ALL).await.unwrap();
+        }
+        let before = p.log_stats();
+        assert!(before.segments > 3, "{before:?}");
+        assert!(!p.enforce_retention().await.unwrap(), "no retention yet");
+        let bad = LogConfig {
+            segment_bytes: 0,
+            ..cfg.clone()
+        };
+        assert!(matches!(
+            p.set_log_config(bad),
+            Err(PartitionError::Storage(_))
+        ));
+        let tighter = LogConfig {
+            retention_bytes: Some(8192),
+            ..cfg
+        };
+        p.set_log_config(tighter.clone()).unwrap();
+        assert_eq!(p.log_config(), tighter);
+        assert!(p.enforce_retention().await.unwrap());
+        eventually("retention purge", || p.log_start_offset() > 0).await;
+        let after = p.log_stats();
+        assert!(after.segments < before.segments, "{after:?}");
+        assert!(after.purged_segments > 0);
+        p.shutdown().await.unwrap();
+        assert!(matches!(
+            p.set_log_config(tighter),
+            Err(PartitionError::ShuttingDown)
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,3 +236,114 @@ fn sigterm_drains_and_exits_zero() {
     }
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
 }
+
+/// Issue 8, acceptance 4: `--print-config` output read back with `--config` prints the same configuration.
+#[test]
+fn print_config_round_trips_through_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = broker()
+        .args([
+            "--listen",
+            "127.0.0.1:7301",
+            "--admin-listen",
+            "127.0.0.1:7302",
+            "--advertise",
+            "broker-1.example:7301",
+            "--node-id",
+            "3",
+            "--peers",
+            "3@broker-1.example:7301",
+            "--log-format",
+            "json",
+            "--max-connections",
+            "123",
+            "--max-inflight-per-connection",
+            "17",
+            "--default-partitions",
+            "6",
+            "--segment-bytes",
+            "33554432",
+            "--retention-ms",
+            "-1",
+            "--retention-bytes",
+            "1073741824",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let file = dir.path().join("printed.toml");
+    std::fs::write(&file, &first.stdout).unwrap();
+    let second = broker()
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(second.stdout).unwrap(),
+        String::from_utf8(first.stdout).unwrap()
+    );
+    // The defaults round-trip too.
+    let d1 = broker().arg("--print-config").output().unwrap();
+    std::fs::write(&file, &d1.stdout).unwrap();
+    let d2 = broker()
+        .arg("--config")
+        .arg(&file)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert_eq!(d1.stdout, d2.stdout);
+}
+
+/// Issue 8, acceptance 4: a segment size below the batch limit, or an unknown key in the file, is refused
+/// at start with the key named.
+#[test]
+fn invalid_combinations_and_unknown_keys_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let below = (runnel_protocol::limits::BATCH_SIZE_BYTES_MAX - 1).to_string();
+    let out = broker()
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--segment-bytes", &below])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("segment-bytes") && err.contains("batch limit"),
+        "{err}"
+    );
+    assert!(!data.exists(), "refused before touching the data dir");
+
+    let file = dir.path().join("b.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nsegment-size = 99999999\n").unwrap();
+    let out = broker().arg("--config").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("segment-size"), "{err}");
+
+    // A combination across sources: the file's retention is smaller than the flag's segment size.
+    std::fs::write(&file, "retention-bytes = 20000000\n").unwrap();
+    let out = broker()
+        .arg("--config")
+        .arg(&file)
+        .args(["--segment-bytes", "30000000", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention-bytes"));
+}

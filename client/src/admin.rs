@@ -1,4 +1,5 @@
-//! Administration: create, delete, list, describe topics, add partitions, and the cluster's state and health.
+//! Administration: create, delete, list, describe topics, add partitions, alter topic configs, and the
+//! cluster's state and health.
 //!
 //! Topic changes go to the controller when metadata names one (any broker otherwise) and are retried a
 //! bounded number of times ([`ADMIN_RETRIES_MAX`]) on `NOT_CONTROLLER` and other retriable errors, refreshing
@@ -15,7 +16,8 @@ use runnel_protocol::limits::{
     PARTITIONS_PER_TOPIC_MAX, REPLICATION_FACTOR_MAX, TOPIC_NAME_LEN_MAX,
 };
 use runnel_protocol::messages::{
-    CreatableTopic, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, TopicResult,
+    AlterConfigsRequest, CreatableTopic, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, TopicResult,
 };
 use runnel_protocol::{ErrorCode, Request, Response};
 use tokio::time::Instant;
@@ -244,6 +246,36 @@ impl Admin {
         .await?;
         self.wait_ready(name, new_total).await;
         Ok(new_total)
+    }
+
+    /// Changes a topic's config overrides: each pair sets a key; an empty value removes the override (the
+    /// broker default applies again). Keys not named keep their value. The broker validates the resulting
+    /// set (INVALID_CONFIG naming the key otherwise) and applies it to the live partitions before answering.
+    /// Idempotent, so it is retried like the other admin requests.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: &[(String, String)],
+    ) -> Result<()> {
+        validate_topic_name(name)?;
+        if configs.is_empty() {
+            return Err(ClientError::broker(
+                ErrorCode::InvalidConfig,
+                Some("no config to alter; give at least one key=value".into()),
+            ));
+        }
+        let req = Request::AlterConfigs(AlterConfigsRequest {
+            topic: name.to_string(),
+            configs: configs.to_vec(),
+            validate_only: false,
+        });
+        self.topic_change(&req, ErrorCode::None, |r| match r {
+            Response::AlterConfigs(a) => Some(a.result),
+            _ => None,
+        })
+        .await?;
+        let _ = self.cluster.refresh_metadata().await;
+        Ok(())
     }
 
     /// Every topic, sorted by name (internal topics included; see [`TopicInfo::internal`]).

@@ -85,6 +85,7 @@ apis! {
     ListGroups = 12, ListGroupsRequest, ListGroupsResponse, 0..=0;
     DescribeGroup = 13, DescribeGroupRequest, DescribeGroupResponse, 0..=0;
     RaftRpc = 100, RaftRpcRequest, RaftRpcResponse, 0..=0;
+    AlterConfigs = 14, AlterConfigsRequest, AlterConfigsResponse, 0..=0;
 }
 
 /// The header of every request.

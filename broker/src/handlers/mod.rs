@@ -2,6 +2,7 @@
 //! returns the response body, or a request-level [`ErrorResponse`] (per-partition and per-topic errors live
 //! in the bodies). Handlers convert between wire types and domain types; they never see raw frames.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -54,5 +55,8 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
             .await
             .map(Response::DescribeGroup),
         Request::RaftRpc(r) => Ok(Response::RaftRpc(broker.raft.handle(r).await)),
+        Request::AlterConfigs(r) => Ok(Response::AlterConfigs(
+            alter_configs::handle(broker, r).await,
+        )),
     }
 }

@@ -94,7 +94,9 @@ async fn produce_one(
             failed(pid, e.code(), e.to_string(), hint)
         }
         Ok(Ok(out)) => {
-            broker.metrics.add_produce_bytes(data.batch.len() as u64);
+            broker
+                .metrics
+                .add_produce(data.batch.len() as u64, u64::from(header.record_count));
             ProducePartitionResponse {
                 partition: pid,
                 error_code: ErrorCode::None.as_u16(),

@@ -55,6 +55,21 @@ impl GroupConfig {
     }
 }
 
+/// Who leads the group, in which term: what [`RaftGroup::watch_leadership`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    pub leader: Option<u64>,
+    pub term: u64,
+}
+
+impl Leadership {
+    /// True when `next` names a leader that `self` did not have: another node, or the same one in a new
+    /// term (a new election). Losing the leader is a change but not a new leadership.
+    pub fn is_new_leadership(&self, next: &Leadership) -> bool {
+        next.leader.is_some() && (next.leader != self.leader || next.term != self.term)
+    }
+}
+
 /// Why a group operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
@@ -70,11 +85,50 @@ pub enum GroupError {
     Unsupported(String),
 }
 
+/// Republishes leader and term from openraft's metrics as a [`Leadership`] watch. The task ends when the
+/// group stops (openraft drops its metrics sender) or every receiver is gone.
+fn spawn_leadership_watch(
+    raft: &Raft<PartitionRaft, HwmStateMachine>,
+) -> watch::Receiver<Leadership> {
+    let mut metrics = raft.metrics();
+    let now = {
+        let m = metrics.borrow_watched();
+        Leadership {
+            leader: m.current_leader,
+            term: m.current_term,
+        }
+    };
+    let (tx, rx) = watch::channel(now);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let next = {
+                let m = metrics.borrow_watched();
+                Leadership {
+                    leader: m.current_leader,
+                    term: m.current_term,
+                }
+            };
+            tx.send_if_modified(|cur| {
+                let changed = *cur != next;
+                *cur = next;
+                changed
+            });
+        }
+    });
+    rx
+}
+
 /// One partition replica's Raft group.
 pub struct RaftGroup {
     raft: Raft<PartitionRaft, HwmStateMachine>,
     shared: Arc<PartitionShared>,
     node_id: u64,
+    /// Leader and term, republished from openraft's metrics by a task that ends with the group.
+    leadership: watch::Receiver<Leadership>,
     /// Set for multi-voter groups: where the group is registered for incoming RPCs.
     registered: Option<Replication>,
 }
@@ -172,11 +226,13 @@ impl RaftGroup {
                 return Err(GroupError::Unsupported(e));
             }
         }
+        let leadership = spawn_leadership_watch(&raft);
         let group = RaftGroup {
             raft,
             shared,
             node_id,
             registered,
+            leadership,
         };
         if let Err(e) = group.start(voters, &cfg, &log).await {
             let _ = group.shutdown().await;
@@ -292,6 +348,11 @@ impl RaftGroup {
 
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The current leader and term, changing whenever either changes.
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     /// If retention has moved the boundary past the current snapshot, asks Raft for a snapshot there

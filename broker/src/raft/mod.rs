@@ -12,7 +12,7 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use group::{GroupConfig, GroupError, RaftGroup, Replication};
+pub use group::{GroupConfig, GroupError, Leadership, RaftGroup, Replication};
 pub use network::RaftNet;
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::api_label;
+use super::metrics::{api_label, InflightGuard};
 use super::Broker;
 use crate::handlers;
 
@@ -36,10 +36,17 @@ pub const WRITE_BATCH_MAX: usize = 64;
 /// Buffers passed to one `writev` at most (well under every platform's IOV_MAX).
 pub const IOV_BATCH: usize = 64;
 
+/// A request's hold on its connection: the in-flight slot and the broker-wide in-flight gauge, both released
+/// when the response has been written (or dropped).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _inflight: InflightGuard,
+}
+
 /// A response on its way to the socket; `_slot` frees the request's in-flight slot once written.
 struct Outgoing {
     chunks: Vec<Bytes>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 /// Decrements the connection gauge however the connection ends.
@@ -114,7 +121,7 @@ fn decode_error_code(e: &DecodeError) -> ErrorCode {
     }
 }
 
-fn queue(tx: &mpsc::Sender<Outgoing>, chunks: Vec<Bytes>, slot: OwnedSemaphorePermit) -> bool {
+fn queue(tx: &mpsc::Sender<Outgoing>, chunks: Vec<Bytes>, slot: Slot) -> bool {
     tx.try_send(Outgoing {
         chunks,
         _slot: slot,
@@ -131,6 +138,10 @@ fn dispatch(
     peer: SocketAddr,
 ) -> bool {
     let started = Instant::now();
+    let slot = Slot {
+        _permit: slot,
+        _inflight: broker.metrics.request_started(),
+    };
     let (header, body) = match decode_request(frame.clone()) {
         Ok(x) => x,
         Err(e) => {
@@ -146,9 +157,11 @@ fn dispatch(
                 code: ErrorCode::InvalidRequest,
                 message: format!("request header: {e}"),
             };
+            let label = api_label(api);
+            broker.metrics.observe_request(label, started.elapsed());
             broker
                 .metrics
-                .observe_request(api_label(api), started.elapsed());
+                .observe_error(label, resp.code, Some(&resp.message));
             return queue(tx, encode_response(cid, Err(&resp)), slot);
         }
     };
@@ -161,9 +174,11 @@ fn dispatch(
                 code: decode_error_code(&e),
                 message: e.to_string(),
             };
+            let label = api_label(api);
+            broker.metrics.observe_request(label, started.elapsed());
             broker
                 .metrics
-                .observe_request(api_label(api), started.elapsed());
+                .observe_error(label, resp.code, Some(&resp.message));
             return queue(tx, encode_response(header.correlation_id, Err(&resp)), slot);
         }
     };
@@ -172,9 +187,11 @@ fn dispatch(
             code: ErrorCode::BrokerShuttingDown,
             message: "the broker is shutting down; retry on another broker or after restart".into(),
         };
+        let label = api_label(api);
+        broker.metrics.observe_request(label, started.elapsed());
         broker
             .metrics
-            .observe_request(api_label(api), started.elapsed());
+            .observe_error(label, resp.code, Some(&resp.message));
         return queue(tx, encode_response(header.correlation_id, Err(&resp)), slot);
     }
     let tx = tx.clone();
@@ -197,6 +214,7 @@ fn dispatch(
             Err(e) => encode_response(cid, Err(e)),
         };
         b.metrics.observe_request(label, started.elapsed());
+        b.metrics.observe_outcome(label, &result);
         let _ = tx
             .send(Outgoing {
                 chunks,

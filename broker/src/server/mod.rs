@@ -1,5 +1,8 @@
-//! The client listener and the broker's lifecycle: [`Server::start`] opens the data dir, the topic registry,
-//! the TCP listener and the admin HTTP listener; [`ServerHandle::shutdown`] drains them.
+//! The client listener and the broker's lifecycle in two steps: [`Server::bind`] takes the data dir lock and
+//! binds the client and admin listeners, and starts the admin HTTP endpoint at once (so `/health/live` answers
+//! and `/health/ready` says "starting" while partitions recover); [`Starting::open`] opens the topic registry
+//! (every partition, running crash recovery) and starts serving clients. [`Server::start`] does both.
+//! [`ServerHandle::shutdown`] drains.
 //!
 //! Invariants:
 //! - At most `max_connections` connections are served at once (a semaphore); one over the limit is accepted
@@ -23,12 +26,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin_http::AdminState;
 use crate::config::{BrokerConfig, ConfigError};
+use crate::metadata::OpenProgress;
 use crate::metadata::{
     FileMetadataStore, MetadataError, Registry, RegistryOptions, TopicDefaults, METADATA_FILE,
     PARTITIONS_PER_BROKER_MAX,
 };
 use crate::partition::StorageContext;
+use crate::storage::io::RealIo;
 pub use metrics::Metrics;
 
 /// Longest a drain waits for in-flight requests to finish.
@@ -99,7 +105,7 @@ impl DataDirLock {
 pub struct Broker {
     pub config: BrokerConfig,
     pub registry: Registry,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The consumer-group coordinator, started on the first group request.
     pub groups: tokio::sync::OnceCell<Arc<crate::groups::coordinator::Coordinator>>,
     /// Raft RPCs between brokers: peer connections and the registry of local Raft groups.
@@ -150,10 +156,28 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 /// Starts brokers.
 pub struct Server;
 
+/// A broker between [`Server::bind`] and [`Starting::open`]: listeners bound, admin HTTP answering (not
+/// ready), partitions not yet open. Dropping it stops the admin endpoint and releases the data dir.
+pub struct Starting {
+    config: BrokerConfig,
+    lock: DataDirLock,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    admin: Arc<AdminState>,
+    admin_task: JoinHandle<()>,
+    admin_stop: tokio_util::sync::DropGuard,
+}
+
 impl Server {
-    /// Opens the data dir and the topic registry (reopening every known partition), binds the client and
-    /// admin listeners and starts serving on the current tokio runtime.
+    /// [`Server::bind`] then [`Starting::open`].
     pub async fn start(config: BrokerConfig) -> Result<ServerHandle, StartError> {
+        Server::bind(config).await?.open().await
+    }
+
+    /// Validates the configuration, takes the data dir, binds the client and admin listeners and starts the
+    /// admin HTTP endpoint (live; not ready until [`Starting::open`] has opened every partition).
+    pub async fn bind(config: BrokerConfig) -> Result<Starting, StartError> {
         config.validate()?;
         if config.is_multi_node() {
             let others: Vec<String> = config
@@ -171,7 +195,70 @@ impl Server {
                 error,
             })?;
         let lock = DataDirLock::acquire(&config.data_dir)?;
-        let registry = Registry::open(
+        let bind_err = |what, addr, error| StartError::Bind { what, addr, error };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| bind_err("client listener", config.listen, e))?;
+        let admin_listener = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|e| bind_err("admin listener", config.admin_listen, e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| bind_err("client listener", config.listen, e))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| bind_err("admin listener", config.admin_listen, e))?;
+        let admin = Arc::new(AdminState::new(Arc::new(Metrics::new())));
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(crate::admin_http::serve(
+            admin_listener,
+            admin.clone(),
+            admin_stop.clone(),
+        ));
+        Ok(Starting {
+            config,
+            lock,
+            listener,
+            local_addr,
+            admin_addr,
+            admin,
+            admin_task,
+            admin_stop: admin_stop.drop_guard(),
+        })
+    }
+}
+
+impl Starting {
+    /// The bound client listener address (not accepting until [`Starting::open`]).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound admin HTTP address (already serving).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// How far opening the partitions has come.
+    pub fn progress(&self) -> &Arc<OpenProgress> {
+        self.admin.progress()
+    }
+
+    /// Opens the topic registry (reopening every known partition) and starts serving clients.
+    pub async fn open(self) -> Result<ServerHandle, StartError> {
+        let Starting {
+            config,
+            lock,
+            listener,
+            local_addr,
+            admin_addr,
+            admin,
+            admin_task,
+            admin_stop,
+        } = self;
+        let metrics = admin.metrics().clone();
+        tracing::info!(data_dir = %config.data_dir.display(), admin = %admin_addr, "opening partitions");
+        let registry = Registry::open_with_progress(
             RegistryOptions {
                 node_id: config.node_id,
                 data_dir: config.data_dir.clone(),
@@ -179,38 +266,10 @@ impl Server {
                 max_partitions: PARTITIONS_PER_BROKER_MAX,
             },
             Box::new(FileMetadataStore::new(config.data_dir.join(METADATA_FILE))),
-            StorageContext::new(),
+            StorageContext::with_observer(Arc::new(RealIo), Some(metrics.fsync_observer())),
+            admin.progress().clone(),
         )
         .await?;
-        let listener = match TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(error) => {
-                registry.shutdown().await;
-                return Err(StartError::Bind {
-                    what: "client listener",
-                    addr: config.listen,
-                    error,
-                });
-            }
-        };
-        let admin_listener = match TcpListener::bind(config.admin_listen).await {
-            Ok(l) => l,
-            Err(error) => {
-                registry.shutdown().await;
-                return Err(StartError::Bind {
-                    what: "admin listener",
-                    addr: config.admin_listen,
-                    error,
-                });
-            }
-        };
-        let bind_err = |what, addr, error| StartError::Bind { what, addr, error };
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| bind_err("client listener", config.listen, e))?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|e| bind_err("admin listener", config.admin_listen, e))?;
         let advertised = config
             .advertise
             .clone()
@@ -228,7 +287,7 @@ impl Server {
         let broker = Arc::new(Broker {
             raft,
             registry,
-            metrics: Metrics::new(),
+            metrics,
             groups: tokio::sync::OnceCell::new(),
             advertised_host,
             advertised_port,
@@ -238,12 +297,7 @@ impl Server {
             requests: TaskTracker::new(),
             config,
         });
-        let admin_stop = CancellationToken::new();
-        let admin_task = tokio::spawn(crate::admin_http::serve(
-            admin_listener,
-            broker.clone(),
-            admin_stop.clone(),
-        ));
+        admin.set_broker(broker.clone());
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(
             listener,
@@ -265,7 +319,7 @@ impl Server {
             admin_addr,
             accept_task,
             admin_task,
-            admin_stop,
+            admin_stop: admin_stop.disarm(),
             connections,
             _lock: lock,
         })

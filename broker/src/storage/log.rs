@@ -11,6 +11,7 @@
 //!   durably before it deletes whole segments, and segments are deleted nowhere else.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -156,6 +157,8 @@ pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
 
 #[derive(Debug)]
 struct State {
+    /// The settings in force; [`PartitionLog::set_config`] replaces them at runtime.
+    config: LogConfig,
     segments: Vec<Segment>,
     meta: MetaFile,
     /// The last entry present (or `meta.last_purged` when none).
@@ -177,13 +180,26 @@ struct Durable {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    config: LogConfig,
     ctx: StorageContext,
     state: RwLock<State>,
     durable: Mutex<Durable>,
     stopped: Mutex<Option<String>>,
     /// (index, log start offset) announced by an installed snapshot, for a purge past the last entry.
     purge_hint: Mutex<Option<(u64, u64)>>,
+    /// Segments and bytes deleted by purges since the log was opened (for metrics).
+    purged_segments: AtomicU64,
+    purged_bytes: AtomicU64,
+}
+
+/// Sizes of the log for metrics: segments present, bytes of entries in them, bytes allocated on disk for
+/// their `.log` files (segments are preallocated), and what purges deleted since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: u64,
+    pub log_bytes: u64,
+    pub allocated_bytes: u64,
+    pub purged_segments: u64,
+    pub purged_bytes: u64,
 }
 
 /// The partition log. Cheap to clone; all clones share one state.
@@ -227,10 +243,11 @@ impl Inner {
             *s = Some(why.to_string());
         }
     }
+}
 
-    fn prealloc_step(&self) -> u64 {
-        PREALLOC_STEP_BYTES.min(align(self.config.segment_bytes))
-    }
+/// How much a segment file grows at a time under `config`.
+fn prealloc_step(config: &LogConfig) -> u64 {
+    PREALLOC_STEP_BYTES.min(align(config.segment_bytes))
 }
 
 impl State {
@@ -375,6 +392,7 @@ impl PartitionLog {
         }
         let durable_end = last.map_or(0, |l| l.index + 1);
         let state = State {
+            config,
             segments,
             meta,
             last,
@@ -387,7 +405,6 @@ impl PartitionLog {
         Ok(PartitionLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                config,
                 ctx,
                 state: RwLock::new(state),
                 durable: Mutex::new(Durable {
@@ -396,6 +413,8 @@ impl PartitionLog {
                 }),
                 stopped: Mutex::new(None),
                 purge_hint: Mutex::new(None),
+                purged_segments: AtomicU64::new(0),
+                purged_bytes: AtomicU64::new(0),
             }),
         })
     }
@@ -404,8 +423,22 @@ impl PartitionLog {
         &self.inner.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    /// The settings in force.
+    pub fn config(&self) -> LogConfig {
+        self.inner.read().config.clone()
+    }
+
+    /// Replaces the settings at runtime. The next append rolls and sizes segments by the new
+    /// `segment_bytes` / `segment_ms`; the next retention check uses the new retention; existing segments
+    /// are not rewritten. Fails (changing nothing) when `config` is invalid.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        let mut st = self.inner.write();
+        if st.config != config {
+            tracing::debug!(dir = %self.inner.dir.display(), old = ?st.config, new = ?config, "log config changed");
+            st.config = config;
+        }
+        Ok(())
     }
 
     /// `Some(reason)` once a failed write or sync stopped the log.
@@ -500,8 +533,8 @@ impl PartitionLog {
                 None => true,
                 Some(a) => {
                     let has_data = a.end_offset > a.base_offset;
-                    let full = a.end + flen > inner.config.segment_bytes;
-                    let old = now.saturating_sub(a.created_ms) >= inner.config.segment_ms as i64;
+                    let full = a.end + flen > st.config.segment_bytes;
+                    let old = now.saturating_sub(a.created_ms) >= st.config.segment_ms as i64;
                     has_data && (full || old)
                 }
             };
@@ -509,7 +542,7 @@ impl PartitionLog {
                 self.roll(&mut st, now)?;
             }
             // Take as many entries as fit in this segment.
-            let seg_bytes = inner.config.segment_bytes;
+            let seg_bytes = st.config.segment_bytes;
             let mut j = i;
             let mut total = 0u64;
             let start = st.segments.last().map_or(0, |a| a.end);
@@ -538,11 +571,17 @@ impl PartitionLog {
         let file = active.file.clone();
         let path = active.path.clone();
         let last_index = entries.last().map_or(0, |e| e.index);
+        let batches = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Data)
+            .count()
+            .min(u32::MAX as usize) as u32;
         let generation = lock(&inner.durable).generation;
         drop(st);
         let weak = Arc::downgrade(inner);
         inner.ctx.submit_flush(
             file,
+            batches,
             Box::new(move |r| {
                 let res = match r {
                     Ok(()) => {
@@ -579,9 +618,8 @@ impl PartitionLog {
         total: u64,
         durable_hint: u64,
     ) -> Result<()> {
-        let inner = &self.inner;
-        let step = inner.prealloc_step();
-        let interval = inner.config.index_interval_bytes as u64;
+        let step = prealloc_step(&st.config);
+        let interval = st.config.index_interval_bytes as u64;
         let mut next_offset = st.next_offset;
         let Some(seg) = st.segments.last_mut() else {
             return Err(StorageError::Invalid("no active segment".into()));
@@ -675,7 +713,7 @@ impl PartitionLog {
             io.as_ref(),
             &inner.dir,
             st.next_offset,
-            inner.prealloc_step(),
+            prealloc_step(&st.config),
             now,
         )?;
         tracing::debug!(dir = %inner.dir.display(), base_offset = seg.base_offset, "rolled a new segment");
@@ -768,7 +806,7 @@ impl PartitionLog {
             io.sync_dir(&dir)
                 .map_err(|e| StorageError::io("fsync dir", &dir, &e))?;
         }
-        let step = self.inner.prealloc_step();
+        let step = prealloc_step(&st.config);
         let seg = &mut st.segments[si];
         let after = pos + h.frame_len();
         if after < seg.end {
@@ -844,7 +882,7 @@ impl PartitionLog {
             st.last = Some(upto);
             st.next_offset = st.meta.body.log_start_offset;
         }
-        let mut removed = false;
+        let (mut removed, mut freed) = (0u64, 0u64);
         while st
             .segments
             .first()
@@ -852,11 +890,21 @@ impl PartitionLog {
         {
             let s = st.segments.remove(0);
             remove_segment_files(io.as_ref(), &dir, &s)?;
-            removed = true;
+            removed += 1;
+            freed += s.alloc_len;
         }
-        if removed {
+        if removed > 0 {
             io.sync_dir(&dir)
                 .map_err(|e| StorageError::io("fsync dir", &dir, &e))?;
+            inner.purged_segments.fetch_add(removed, Ordering::Relaxed);
+            inner.purged_bytes.fetch_add(freed, Ordering::Relaxed);
+            tracing::info!(
+                dir = %dir.display(),
+                segments = removed,
+                bytes = freed,
+                log_start_offset = st.meta.body.log_start_offset,
+                "retention: deleted segments"
+            );
         }
         Ok(())
     }
@@ -1058,7 +1106,7 @@ impl PartitionLog {
     /// segments elsewhere).
     pub fn retention_boundary(&self, now_ms: i64) -> Option<LogPos> {
         let st = self.inner.read();
-        let cfg = &self.inner.config;
+        let cfg = &st.config;
         let floor = st.last_purged().map(|p| p.index);
         let mut total: u64 = st.segments.iter().map(|s| s.end).sum();
         let mut boundary = None;
@@ -1188,6 +1236,18 @@ impl PartitionLog {
     /// Number of segments (for tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.inner.read().segments.len()
+    }
+
+    /// Sizes for metrics (one short read lock, no allocation).
+    pub fn stats(&self) -> LogStats {
+        let st = self.inner.read();
+        LogStats {
+            segments: st.segments.len() as u64,
+            log_bytes: st.segments.iter().map(|s| s.end).sum(),
+            allocated_bytes: st.segments.iter().map(|s| s.alloc_len).sum(),
+            purged_segments: self.inner.purged_segments.load(Ordering::Relaxed),
+            purged_bytes: self.inner.purged_bytes.load(Ordering::Relaxed),
+        }
     }
 
     /// Each segment's file and its current end (frames below it are complete), for crash tests.

@@ -21,8 +21,8 @@ mod segment;
 mod tests;
 
 pub use error::StorageError;
-pub use flusher::StorageContext;
+pub use flusher::{FlushObserver, StorageContext};
 pub use log::{
-    DurableCallback, EntryKind, LogBounds, LogConfig, NewEntry, PartitionLog, StoredEntry,
+    DurableCallback, EntryKind, LogBounds, LogConfig, LogStats, NewEntry, PartitionLog, StoredEntry,
 };
 pub use meta::LogPos;

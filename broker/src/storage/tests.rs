@@ -575,3 +575,53 @@ fn data_count(log: &PartitionLog, index: u64) -> u64 {
         .first()
         .map_or(0, |e| e.record_count as u64)
 }
+
+#[test]
+fn config_changes_apply_at_runtime_and_stats_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = StorageContext::new();
+    let log = open(dir.path(), &LogConfig::default(), &ctx);
+    let mut index = 1;
+    let mut fill = |log: &PartitionLog, n: usize| {
+        for _ in 0..n {
+            append_durable(log, vec![data(1, index, batch(4, 200, 1_000))]);
+            index += 1;
+        }
+    };
+    fill(&log, 20);
+    assert_eq!(log.stats().segments, 1, "128 MiB segments: no roll yet");
+    assert_eq!(log.retention_boundary(i64::MAX / 2), None);
+    // Invalid settings are refused and change nothing.
+    let bad = LogConfig {
+        segment_bytes: 1,
+        ..LogConfig::default()
+    };
+    assert!(matches!(log.set_config(bad), Err(StorageError::Invalid(_))));
+    assert_eq!(log.config(), LogConfig::default());
+    // Smaller segments: the next appends roll.
+    log.set_config(small_config()).unwrap();
+    fill(&log, 40);
+    let s = log.stats();
+    assert!(s.segments >= 3, "{s:?}");
+    assert!(
+        s.log_bytes > 40 * 800 && s.allocated_bytes >= s.log_bytes,
+        "{s:?}"
+    );
+    assert_eq!((s.purged_segments, s.purged_bytes), (0, 0));
+    // Size retention set at runtime moves the retention boundary; a purge there deletes and counts.
+    assert_eq!(log.retention_boundary(0), None);
+    log.set_config(LogConfig {
+        retention_bytes: Some(4096),
+        retention_ms: None,
+        ..small_config()
+    })
+    .unwrap();
+    let b = log
+        .retention_boundary(0)
+        .expect("a boundary once retention shrinks");
+    log.purge(b).unwrap();
+    let after = log.stats();
+    assert!(after.segments < s.segments, "{after:?}");
+    assert_eq!(after.purged_segments, s.segments - after.segments);
+    assert!(after.purged_bytes > 0);
+}

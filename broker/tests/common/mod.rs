@@ -151,6 +151,23 @@ impl Client {
         decode_response(api, f).unwrap()
     }
 
+    /// Like [`Client::recv`], but `None` when the broker closed the connection.
+    pub async fn try_recv(&mut self) -> Option<(u32, Result<Response, ErrorResponse>)> {
+        let f = self.recv_frame().await?;
+        let cid = runnel_protocol::frame::response_correlation_id(&f).unwrap();
+        let api = self
+            .apis
+            .remove(&cid)
+            .expect("response to an unknown request");
+        Some(decode_response(api, f).unwrap())
+    }
+
+    /// Sends a request; false when the connection is already gone.
+    pub async fn try_send(&mut self, req: &Request) -> Option<u32> {
+        let (cid, b) = self.encode(req);
+        self.try_send_raw(&b).await.then_some(cid)
+    }
+
     pub async fn call(&mut self, req: Request) -> Result<Response, ErrorResponse> {
         let cid = self.send(&req).await;
         let (got, r) = self.recv().await;

@@ -3,8 +3,9 @@
 //! `info` text: the cluster id, the controller, one line per broker, then partition counts; json: one object
 //! `{"cluster_id","controller_id","brokers":[{"node_id","host","port"}],"topics","partitions",
 //! "under_replicated_partitions","leaderless_partitions"}`.
-//! `health` prints the verdict and every under-replicated partition and exits 0 when healthy (DESIGN §6), 1
-//! otherwise; json: `{"healthy","problems":[..],"controller_id","brokers","partitions",
+//! `health` prints the verdict, then every leaderless partition (`leaderless: TOPIC PARTITION`, these make it
+//! fail) and every under-replicated one (`under-replicated: TOPIC PARTITION`, reported only), and exits 0
+//! when healthy (DESIGN §6), 1 otherwise; json: `{"healthy","problems":[..],"controller_id","brokers","partitions",
 //! "under_replicated":[{"topic","partition"}],"leaderless":[{"topic","partition"}]}`.
 
 use std::process::ExitCode;
@@ -42,19 +43,8 @@ pub async fn run(brokers: &str, out: Out, cmd: ClusterCmd) -> CliResult {
             if out.json() {
                 out.value(&health_json(&info))?;
             } else {
-                out.line(&if h.healthy {
-                    format!(
-                        "healthy: controller {}, {} broker(s), {} partition(s), {} under-replicated",
-                        opt(info.controller_id),
-                        info.brokers.len(),
-                        info.partitions,
-                        info.under_replicated.len()
-                    )
-                } else {
-                    format!("unhealthy: {}", h.problems.join("; "))
-                })?;
-                for p in &info.under_replicated {
-                    out.line(&format!("under-replicated: {} {}", p.topic, p.partition))?;
+                for l in health_text(&info) {
+                    out.line(&l)?;
                 }
             }
             Ok(if h.healthy {
@@ -109,6 +99,28 @@ pub fn info_text(info: &ClusterInfo) -> Vec<String> {
     v
 }
 
+pub fn health_text(info: &ClusterInfo) -> Vec<String> {
+    let h = info.health();
+    let mut v = vec![if h.healthy {
+        format!(
+            "healthy: controller {}, {} broker(s), {} partition(s), {} under-replicated",
+            opt(info.controller_id),
+            info.brokers.len(),
+            info.partitions,
+            info.under_replicated.len()
+        )
+    } else {
+        format!("unhealthy: {}", h.problems.join("; "))
+    }];
+    for p in &info.leaderless {
+        v.push(format!("leaderless: {} {}", p.topic, p.partition));
+    }
+    for p in &info.under_replicated {
+        v.push(format!("under-replicated: {} {}", p.topic, p.partition));
+    }
+    v
+}
+
 pub fn health_json(info: &ClusterInfo) -> Value {
     let h = info.health();
     json!({
@@ -156,5 +168,27 @@ mod tests {
                    "under_replicated":[{"topic":"t","partition":2}],"leaderless":[]})
         );
         assert_eq!(info_text(&info)[3], "  1 h:9");
+        assert_eq!(
+            health_text(&info),
+            vec![
+                "healthy: controller 1, 1 broker(s), 3 partition(s), 1 under-replicated",
+                "under-replicated: t 2"
+            ]
+        );
+        let sick = ClusterInfo {
+            leaderless: vec![PartitionRef {
+                topic: "t".into(),
+                partition: 0,
+            }],
+            ..info
+        };
+        assert_eq!(
+            health_text(&sick),
+            vec![
+                "unhealthy: 1 partition(s) without a leader",
+                "leaderless: t 0",
+                "under-replicated: t 2"
+            ]
+        );
     }
 }

@@ -200,6 +200,15 @@ mod tests {
             &["topic", "describe", "t"],
             &["topic", "delete", "t"],
             &["topic", "add-partitions", "t", "--count", "2"],
+            &[
+                "topic",
+                "alter-config",
+                "t",
+                "--config",
+                "retention.ms=1000",
+                "--config",
+                "segment.ms=",
+            ],
             &["produce", "t", "--key", "k", "--acks", "all"],
             &[
                 "produce",
@@ -312,6 +321,7 @@ mod tests {
             &["consume", "t", "--from-beginning", "--offset", "1"][..],
             &["produce", "t", "--acks", "most"],
             &["topic", "create", "t", "--config", "novalue"],
+            &["topic", "alter-config", "t"],
             &[
                 "bench",
                 "produce",

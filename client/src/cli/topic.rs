@@ -7,8 +7,11 @@
 //!   "log_start_offset","log_end_offset","configs":{..}}` per partition
 //! - delete: `{"topic","deleted":true}`
 //! - add-partitions: `{"topic","partitions"}` (the new total)
+//! - alter-config: `{"topic","configs":{..}}` (the effective configs after the change)
 //!
 //! `add-partitions NAME --count N` adds N partitions (like `rpk topic add-partitions --num`).
+//! `alter-config NAME --config key=value...` sets topic configs; `key=` (empty value) goes back to the
+//! broker default.
 
 use std::process::ExitCode;
 
@@ -44,6 +47,14 @@ pub enum TopicCmd {
         /// How many partitions to add.
         #[arg(long)]
         count: u32,
+    },
+    /// Change topic configs (retention.ms, retention.bytes, segment.bytes, segment.ms); `key=` resets a
+    /// key to the broker default.
+    AlterConfig {
+        name: String,
+        /// Topic config, key=value; repeatable, at least one.
+        #[arg(long = "config", value_parser = parse_key_value, required = true)]
+        configs: Vec<(String, String)>,
     },
 }
 
@@ -92,6 +103,18 @@ pub async fn run(brokers: &str, out: Out, cmd: TopicCmd) -> CliResult {
                 || json!({"topic": name, "deleted": true}),
             )?;
         }
+        TopicCmd::AlterConfig { name, configs } => {
+            admin.alter_topic_configs(&name, &configs).await?;
+            let t = admin.describe_topic(&name).await?;
+            out.either(
+                || {
+                    let c: Vec<String> =
+                        t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("altered topic {name}: {}", c.join(" "))
+                },
+                || json!({"topic": name, "configs": configs_json(&t)}),
+            )?;
+        }
         TopicCmd::AddPartitions { name, count } => {
             let total = admin.add_partitions(&name, count).await?;
             out.either(
@@ -112,12 +135,15 @@ pub fn list_json(t: &TopicInfo) -> Value {
     })
 }
 
-pub fn describe_json(t: &TopicInfo) -> Vec<Value> {
-    let configs: Map<String, Value> = t
-        .configs
+fn configs_json(t: &TopicInfo) -> Map<String, Value> {
+    t.configs
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
+        .collect()
+}
+
+pub fn describe_json(t: &TopicInfo) -> Vec<Value> {
+    let configs = configs_json(t);
     t.partitions
         .iter()
         .map(|p| {

@@ -1,4 +1,5 @@
 //! One module per API message pair. Each module's doc comment gives its byte layout.
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -14,6 +15,7 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod raft_rpc;
 
+pub use alter_configs::*;
 pub use api_versions::*;
 pub use create_partitions::*;
 pub use create_topics::*;

@@ -1,4 +1,5 @@
-//! The assignment-based consumer: the caller assigns partitions, optionally seeks, and polls.
+//! The assignment-based consumer: the caller assigns partitions, optionally seeks, and polls; `unassign`
+//! gives a partition up (the group consumer in [`crate::group`] does so when the coordinator revokes it).
 //!
 //! Positions: a newly assigned partition starts at `initial_offset` (default [`Offset::Latest`], like Kafka's
 //! `auto.offset.reset=latest`); [`Consumer::seek`] moves it to the log start, the high watermark, an absolute
@@ -106,6 +107,9 @@ pub struct ConsumerRecord {
 struct PartState {
     topic: Arc<str>,
     partition: u32,
+    /// False once unassigned: the slot is kept (in-flight results name it by index) and reused if the
+    /// partition is assigned again, so slots are bounded by the distinct partitions ever assigned.
+    assigned: bool,
     /// Next offset to fetch; `None` while a seek is unresolved.
     fetch_position: Option<u64>,
     /// Next offset to hand to the caller.
@@ -173,13 +177,18 @@ impl Consumer {
         let name: Arc<str> = Arc::from(topic);
         for &p in &wanted {
             let key = (name.clone(), p);
-            if self.index.contains_key(&key) {
+            if let Some(&i) = self.index.get(&key) {
+                if !self.parts[i].assigned {
+                    self.parts[i].assigned = true;
+                    self.reset(i, self.config.initial_offset);
+                }
                 continue;
             }
             self.index.insert(key, self.parts.len());
             self.parts.push(PartState {
                 topic: name.clone(),
                 partition: p,
+                assigned: true,
                 fetch_position: None,
                 position: None,
                 seek: Some(self.config.initial_offset),
@@ -197,8 +206,35 @@ impl Consumer {
     pub fn assignment(&self) -> Vec<(Arc<str>, u32)> {
         self.parts
             .iter()
+            .filter(|p| p.assigned)
             .map(|p| (p.topic.clone(), p.partition))
             .collect()
+    }
+
+    /// Removes a partition from the assignment: nothing more is fetched or returned for it, and what was
+    /// buffered or in flight is dropped. Returns false if it was not assigned.
+    pub fn unassign(&mut self, topic: &str, partition: u32) -> bool {
+        let Some(&i) = self.index.get(&(Arc::from(topic), partition)) else {
+            return false;
+        };
+        if !self.parts[i].assigned {
+            return false;
+        }
+        self.reset(i, Offset::Latest);
+        let p = &mut self.parts[i];
+        p.assigned = false;
+        p.seek = None;
+        true
+    }
+
+    /// Changes the most records one `poll` returns (at least 1).
+    pub fn set_max_poll_records(&mut self, n: usize) {
+        self.config.max_poll_records = n.max(1);
+    }
+
+    /// The cluster handle this consumer reads through.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Moves an assigned partition to `offset`; takes effect at the next `poll` and discards anything
@@ -207,6 +243,7 @@ impl Consumer {
         let i = *self
             .index
             .get(&(Arc::from(topic), partition))
+            .filter(|&&i| self.parts[i].assigned)
             .ok_or_else(|| {
                 ClientError::InvalidArgument(format!("{topic}/{partition} is not assigned"))
             })?;
@@ -217,7 +254,9 @@ impl Consumer {
     /// Seeks every assigned partition.
     pub fn seek_all(&mut self, offset: Offset) {
         for i in 0..self.parts.len() {
-            self.reset(i, offset);
+            if self.parts[i].assigned {
+                self.reset(i, offset);
+            }
         }
     }
 
@@ -250,7 +289,11 @@ impl Consumer {
                 Ok(r) => r?,
                 Err(_) => return Ok(false),
             }
-            if self.parts.iter().all(|p| p.fetch_position.is_some()) {
+            if self
+                .parts
+                .iter()
+                .all(|p| !p.assigned || p.fetch_position.is_some())
+            {
                 return Ok(true);
             }
             let wake = self.next_pause_end().unwrap_or(deadline).min(deadline);
@@ -885,6 +928,95 @@ mod tests {
         assert!(recs.iter().any(|r| r.partition == 0 && r.offset == 10));
     }
 
+    fn fetched_partitions(inc: &Incoming) -> Vec<(u32, u64)> {
+        let Request::Fetch(f) = &inc.request else {
+            panic!("expected fetch, got {:?}", inc.request)
+        };
+        f.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.fetch_offset))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn unassign_drops_buffered_and_in_flight_records_and_reassign_reuses_the_slot() {
+        let (mut fb, mut c) = setup(2).await;
+        c.assign("t", None).await.unwrap();
+        c.seek_all(Offset::At(0));
+        let poll = tokio::spawn(async move {
+            let r = c.poll(Duration::from_secs(5)).await.unwrap();
+            (c, r)
+        });
+        let inc = next_req(&mut fb).await;
+        inc.reply
+            .send(fetch_answer(&inc.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    vec![batch(o, &[if p == 0 { "a" } else { "x" }])],
+                )
+            }))
+            .unwrap();
+        let (mut c, recs) = poll.await.unwrap();
+        assert_eq!(recs.len(), 2);
+        // The prefetch for both partitions is in flight while p0 is unassigned.
+        let inflight = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inflight), vec![(0, 1), (1, 1)]);
+        assert!(c.unassign("t", 0));
+        assert!(!c.unassign("t", 0));
+        assert!(!c.unassign("t", 7));
+        assert_eq!(c.assignment(), vec![(Arc::from("t"), 1)]);
+        assert_eq!(c.position("t", 0), None);
+        assert!(c.seek("t", 0, Offset::At(0)).is_err());
+        inflight
+            .reply
+            .send(fetch_answer(&inflight.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    vec![batch(o, &[if p == 0 { "b" } else { "y" }])],
+                )
+            }))
+            .unwrap();
+        let recs = c.poll(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            recs.iter()
+                .map(|r| (r.partition, r.offset))
+                .collect::<Vec<_>>(),
+            vec![(1, 1)]
+        );
+        let inc = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inc), vec![(1, 2)]);
+        // Assigned again: the same slot, a fresh start (here an explicit seek).
+        c.assign("t", Some(&[0])).await.unwrap();
+        c.seek("t", 0, Offset::At(1)).unwrap();
+        assert_eq!(c.parts.len(), 2);
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| (ErrorCode::None, vec![])))
+            .unwrap();
+        let inc = next_req(&mut fb).await;
+        assert_eq!(fetched_partitions(&inc), vec![(0, 1), (1, 2)]);
+        inc.reply
+            .send(fetch_answer(&inc.request, |p, o| {
+                (
+                    ErrorCode::None,
+                    if p == 0 {
+                        vec![batch(o, &["b"])]
+                    } else {
+                        vec![]
+                    },
+                )
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(
+            recs.iter()
+                .map(|r| (r.partition, r.offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 1)]
+        );
+    }
+
     #[tokio::test]
     async fn offsets_at_the_top_of_the_range_do_not_overflow() {
         let (mut fb, mut c) = setup(1).await;
@@ -900,6 +1032,42 @@ mod tests {
         let recs = poll.await.unwrap().unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[1].offset, u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn fetch_follows_the_leader_after_not_leader() {
+        let (meta, mut a, mut b) = testing::two_brokers("t").await;
+        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
+            .await
+            .unwrap();
+        let mut c = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                initial_offset: Offset::At(3),
+                ..Default::default()
+            },
+        );
+        c.assign("t", None).await.unwrap();
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        let inc = next_req(&mut a).await;
+        testing::set_leader(&meta, 2);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| {
+                (ErrorCode::NotLeader, vec![])
+            }))
+            .unwrap();
+        let inc = next_req(&mut b).await;
+        let Request::Fetch(f) = &inc.request else {
+            panic!()
+        };
+        assert_eq!(f.topics[0].partitions[0].fetch_offset, 3);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, o| {
+                (ErrorCode::None, vec![batch(o, &["z"])])
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(recs[0].offset, 3);
     }
 
     #[tokio::test]

@@ -5,7 +5,10 @@
 //! its target partitions minus any still owned by another member. A partition moving from A to B is thus
 //! first dropped from A's assignment; A stops consuming it, commits, and reports it released in its next
 //! heartbeat; only then is it given to B. Invariant: no partition is ever in two members' current assignments,
-//! and no partition is given to a member while another member reports owning it.
+//! and no partition is given to a member while another member reports owning it or may still hold it: a
+//! partition dropped from a member's assignment stays *revoking* until that member heartbeats with the epoch
+//! that dropped it (or a later one) and an `owned` list without it. (Without this, a member that joined and
+//! had not yet reported what it owns would lose partitions to a newcomer while still consuming them.)
 //!
 //! Fencing: a member removed (session timeout or leave) is unknown; its heartbeats and commits are refused
 //! with UNKNOWN_MEMBER_ID. A commit for a partition the member neither owns nor is assigned is refused with
@@ -34,6 +37,8 @@ struct Member {
     subscribed: BTreeSet<String>,
     owned: BTreeSet<TopicPartition>,
     current: BTreeSet<TopicPartition>,
+    /// Dropped from `current` but maybe still held: partition → the member epoch that dropped it.
+    revoking: BTreeMap<TopicPartition, i32>,
     session_timeout: Duration,
     deadline: Instant,
 }
@@ -183,6 +188,7 @@ impl Group {
                     subscribed: BTreeSet::new(),
                     owned: BTreeSet::new(),
                     current: BTreeSet::new(),
+                    revoking: BTreeMap::new(),
                     session_timeout,
                     deadline: now + session_timeout,
                 }
@@ -219,6 +225,10 @@ impl Group {
             m.deadline = now + session_timeout;
             if let Some(owned) = hb.owned {
                 m.owned = owned.into_iter().collect();
+                // Released: the member knew of the revocation (its epoch) and no longer owns the partition.
+                let (epoch, owned) = (hb.member_epoch, &m.owned);
+                m.revoking
+                    .retain(|tp, at| *at > epoch || owned.contains(tp));
             }
         }
         let counts_changed = self
@@ -280,7 +290,7 @@ impl Group {
             ));
         };
         for tp in partitions {
-            if !m.current.contains(tp) && !m.owned.contains(tp) {
+            if !m.current.contains(tp) && !m.owned.contains(tp) && !m.revoking.contains_key(tp) {
                 return Err((
                     ErrorCode::FencedMemberEpoch,
                     format!("member {member_id} does not own {}-{}", tp.0, tp.1),
@@ -333,14 +343,26 @@ impl Group {
             .members
             .iter()
             .filter(|(other, _)| other.as_str() != id)
-            .flat_map(|(_, m)| m.owned.iter().chain(m.current.iter()))
+            .flat_map(|(_, m)| {
+                m.owned
+                    .iter()
+                    .chain(m.current.iter())
+                    .chain(m.revoking.keys())
+            })
             .collect();
         let next: BTreeSet<TopicPartition> =
             target.into_iter().filter(|tp| !busy.contains(tp)).collect();
         if let Some(m) = self.members.get_mut(id) {
             if m.current != next || m.epoch == 0 {
+                let epoch = self.epoch.max(m.epoch + 1);
+                for tp in m.current.difference(&next) {
+                    m.revoking.insert(tp.clone(), epoch);
+                }
+                for tp in &next {
+                    m.revoking.remove(tp);
+                }
                 m.current = next;
-                m.epoch = self.epoch.max(m.epoch + 1);
+                m.epoch = epoch;
             }
         }
     }
@@ -410,6 +432,40 @@ mod tests {
         assert_eq!(b2.assignment.len(), 3);
         assert!(b2.assignment.is_disjoint(&a3.assignment));
         assert_eq!(g.state(), "stable");
+    }
+
+    #[test]
+    fn a_revoked_partition_stays_busy_until_its_member_acknowledges_the_revocation() {
+        let now = Instant::now();
+        let mut g = Group::new();
+        // a joins and has not heartbeated since: the coordinator has never heard what it owns.
+        let a = join(&mut g, now, "a");
+        assert_eq!(a.assignment.len(), 6);
+        let b = join(&mut g, now, "b");
+        assert!(b.assignment.is_empty(), "b got partitions a may still hold");
+        let b = beat(&mut g, now, &b, &BTreeSet::new());
+        assert!(b.assignment.is_empty());
+        // a heartbeats with the epoch it knew before the revocation: its report cannot release anything.
+        let a2 = beat(&mut g, now, &a, &BTreeSet::new());
+        assert_eq!(a2.assignment.len(), 3);
+        assert!(a2.member_epoch > a.member_epoch);
+        let b = beat(&mut g, now, &b, &BTreeSet::new());
+        assert!(
+            b.assignment.is_empty(),
+            "released by a report that predates the revocation"
+        );
+        // While revoking, a may still commit the partitions it is giving up.
+        let gone: Vec<TopicPartition> = a.assignment.difference(&a2.assignment).cloned().collect();
+        assert!(g.check_commit(&a.member_id, &gone).is_ok());
+        // a acknowledges at the new epoch, still holding them: still busy.
+        let a3 = beat(&mut g, now, &a2, &a.assignment.clone());
+        let b = beat(&mut g, now, &b, &BTreeSet::new());
+        assert!(b.assignment.is_empty());
+        // a releases them: b gets them.
+        let _ = beat(&mut g, now, &a3, &a2.assignment.clone());
+        let b = beat(&mut g, now, &b, &BTreeSet::new());
+        assert_eq!(b.assignment, gone.into_iter().collect());
+        assert!(b.assignment.is_disjoint(&a2.assignment));
     }
 
     #[test]

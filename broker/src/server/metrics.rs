@@ -88,6 +88,7 @@ pub fn api_label(api: Option<ApiKey>) -> &'static str {
         Some(ApiKey::OffsetFetch) => "offset_fetch",
         Some(ApiKey::ListGroups) => "list_groups",
         Some(ApiKey::DescribeGroup) => "describe_group",
+        Some(ApiKey::RaftRpc) => "raft_rpc",
         Some(ApiKey::AlterConfigs) => "alter_configs",
         None => "unknown",
     }
@@ -682,6 +683,7 @@ fn for_each_error(r: &Response, f: &mut impl FnMut(u16, Option<&str>)) {
         }
         Response::CreatePartitions(c) => one(c.result.error_code, &c.result.error_message),
         Response::AlterConfigs(a) => one(a.result.error_code, &a.result.error_message),
+        Response::RaftRpc(r) => one(r.error_code, &r.error_message),
         Response::Produce(p) => {
             for t in &p.topics {
                 for p in &t.partitions {

@@ -5,7 +5,7 @@
 //! records). Stop: after `--max-messages N` records, or after `--timeout-ms T` with no record — that clock
 //! starts once every partition has its position and restarts at every record; without either it runs until
 //! killed. Exit 0 in both cases. `--value-encoding base64` prints values (and json keys) as base64.
-//! (`--group` arrives with consumer groups; this command is structured so it slots in before `assign`.)
+//! With `--group G` the partitions come from the consumer group instead (see [`super::group::consume`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +25,15 @@ const POLL_SLICE: Duration = Duration::from_secs(1);
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
     pub topic: String,
+    /// Consume as a member of this consumer group (commits what it printed, leaves on exit).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// With --group: do not commit offsets.
+    #[arg(long, requires = "group")]
+    pub no_commit: bool,
+    /// With --group: the member's session timeout (how long until a silent member's partitions move).
+    #[arg(long, requires = "group")]
+    pub session_timeout_ms: Option<u64>,
     /// Start at the earliest offset of each partition.
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
@@ -46,6 +55,9 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run(brokers: &str, out: Out, args: ConsumeArgs) -> CliResult {
+    if let Some(group) = args.group.clone() {
+        return super::group::consume(brokers, out, args, &group).await;
+    }
     if args.offset.is_some() && args.partition.is_none() {
         return Err(CliError("--offset needs --partition".into()));
     }
@@ -106,7 +118,7 @@ pub async fn run(brokers: &str, out: Out, args: ConsumeArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_record(out: &Out, enc: Encoding, r: &ConsumerRecord) -> std::io::Result<()> {
+pub(crate) fn print_record(out: &Out, enc: Encoding, r: &ConsumerRecord) -> std::io::Result<()> {
     if out.json() {
         return out.value(&record_json(r, enc));
     }

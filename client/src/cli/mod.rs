@@ -1,5 +1,6 @@
 //! The `runnel` command line, exactly as DESIGN.md §6 specifies it: global `--brokers` (env `RUNNEL_BROKERS`,
-//! default `127.0.0.1:9292`) and `--output text|json`; `cluster`, `topic`, `produce`, `consume` and `bench`.
+//! default `127.0.0.1:9292`) and `--output text|json`; `cluster`, `topic`, `produce`, `consume`, `group` and
+//! `bench`.
 //! One module per command family; each returns an [`ExitCode`] or a [`CliError`] that becomes one line on
 //! stderr and exit code 1. New families (`group`, `dev`) slot in as further [`Command`] variants.
 //!
@@ -8,6 +9,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod consume;
+pub mod group;
 pub mod output;
 pub mod produce;
 pub mod topic;
@@ -50,6 +52,9 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Consume records and print one per line.
     Consume(consume::ConsumeArgs),
+    /// Consumer groups: list, describe (lag), reset offsets.
+    #[command(subcommand)]
+    Group(group::GroupCmd),
     /// Load generator: throughput and latency percentiles.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -87,6 +92,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Topic(c) => topic::run(&cli.brokers, out, c).await,
         Command::Produce(a) => produce::run(&cli.brokers, out, a).await,
         Command::Consume(a) => consume::run(&cli.brokers, out, a).await,
+        Command::Group(c) => group::run(&cli.brokers, out, c).await,
         Command::Bench(c) => bench::run(&cli.brokers, out, c).await,
     }
 }
@@ -228,6 +234,63 @@ mod tests {
             ],
             &["consume", "t", "--offset", "5", "--partition", "0"],
             &[
+                "consume",
+                "t",
+                "--group",
+                "g",
+                "--no-commit",
+                "--from-beginning",
+            ],
+            &[
+                "consume",
+                "t",
+                "--group",
+                "g",
+                "--max-messages",
+                "5",
+                "--timeout-ms",
+                "100",
+                "--session-timeout-ms",
+                "3000",
+            ],
+            &["group", "list"],
+            &["group", "describe", "g"],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest",
+            ],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-latest",
+                "--execute",
+            ],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-offset",
+                "3",
+            ],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-time",
+                "2024-01-01T00:00:00Z",
+            ],
+            &[
                 "bench",
                 "produce",
                 "--topic",
@@ -270,6 +333,27 @@ mod tests {
                 "1",
             ],
             &["--output", "yaml", "topic", "list"],
+            &["consume", "t", "--no-commit"],
+            &["group", "reset-offsets", "g", "--topic", "t"],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-earliest",
+                "--to-latest",
+            ],
+            &["group", "reset-offsets", "g", "--to-earliest"],
+            &[
+                "group",
+                "reset-offsets",
+                "g",
+                "--topic",
+                "t",
+                "--to-time",
+                "soon",
+            ],
         ];
         for a in bad {
             assert!(parse(a).is_err(), "{a:?} parsed");

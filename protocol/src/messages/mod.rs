@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
+pub mod raft_rpc;
 
 pub use alter_configs::*;
 pub use api_versions::*;
@@ -28,3 +29,4 @@ pub use metadata::*;
 pub use offset_commit::*;
 pub use offset_fetch::*;
 pub use produce::*;
+pub use raft_rpc::*;

@@ -15,7 +15,7 @@ use runnel_protocol::batch::{RecordBatchHeader, BATCH_HEADER_LEN};
 use runnel_protocol::messages::produce::ACKS_NONE;
 use runnel_protocol::ErrorCode;
 
-use crate::raft::{GroupConfig, GroupError, RaftGroup};
+use crate::raft::{GroupConfig, GroupError, RaftGroup, RaftNet, Replication};
 use crate::storage::log::now_ms;
 use crate::storage::{PartitionLog, StorageError};
 
@@ -28,6 +28,13 @@ pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub struct PartitionId {
     pub topic: String,
     pub partition: u32,
+}
+
+impl PartitionId {
+    /// The partition's Raft group name on the wire: `"<topic>-<partition>"`.
+    pub fn group_name(&self) -> String {
+        format!("{}-{}", self.topic, self.partition)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +95,14 @@ impl From<StorageError> for PartitionError {
     }
 }
 
-/// Tuning beyond the API's `open` arguments (Raft timing, the retention check period).
+/// Tuning beyond the API's `open` arguments (Raft timing, the retention check period, the broker's Raft
+/// network for multi-voter partitions).
 #[derive(Clone, Debug)]
 pub struct PartitionOptions {
     pub group: GroupConfig,
     pub retention_check_interval: Duration,
+    /// Required when the partition has voters other than this node.
+    pub replication: Option<Arc<RaftNet>>,
 }
 
 impl Default for PartitionOptions {
@@ -100,6 +110,18 @@ impl Default for PartitionOptions {
         PartitionOptions {
             group: GroupConfig::default(),
             retention_check_interval: RETENTION_CHECK_INTERVAL,
+            replication: None,
+        }
+    }
+}
+
+impl PartitionOptions {
+    /// Options for a replica of a multi-voter partition: the replicated timing profile over `net`.
+    pub fn replicated(net: Arc<RaftNet>) -> PartitionOptions {
+        PartitionOptions {
+            group: GroupConfig::replicated(),
+            retention_check_interval: RETENTION_CHECK_INTERVAL,
+            replication: Some(net),
         }
     }
 }
@@ -158,16 +180,30 @@ impl Partition {
         options: PartitionOptions,
     ) -> Result<Arc<Partition>, PartitionError> {
         let voters: Vec<u64> = voters.into_iter().map(u64::from).collect();
-        if voters != [u64::from(node_id)] {
-            return Err(PartitionError::Storage(format!(
-                "multi-node replication is not implemented yet (voters {voters:?})"
-            )));
-        }
+        let replication = if voters == [u64::from(node_id)] {
+            None
+        } else {
+            let Some(net) = options.replication.clone() else {
+                return Err(PartitionError::Storage(format!(
+                    "voters {voters:?} need the broker's raft network (multi-node is not configured)"
+                )));
+            };
+            Some(Replication {
+                net,
+                group: id.group_name(),
+            })
+        };
         let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, ctx))
             .await
             .map_err(|e| PartitionError::Storage(format!("opening the log: {e}")))??;
-        let group =
-            RaftGroup::open(u64::from(node_id), &voters, log.clone(), options.group).await?;
+        let group = RaftGroup::open(
+            u64::from(node_id),
+            &voters,
+            log.clone(),
+            options.group,
+            replication,
+        )
+        .await?;
         let hwm = group.watch_high_watermark();
         let p = Arc::new(Partition {
             id,
@@ -495,7 +531,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn more_than_one_voter_is_not_supported_yet() {
+    async fn more_voters_need_the_raft_network() {
         let dir = tempfile::tempdir().unwrap();
         let r = Partition::open(
             pid(),
@@ -507,8 +543,10 @@ mod tests {
         )
         .await;
         match r {
-            Err(PartitionError::Storage(m)) => assert!(m.contains("not implemented")),
+            Err(PartitionError::Storage(m)) => assert!(m.contains("raft network"), "{m}"),
             other => panic!("{other:?}"),
         }
+        // Nothing was created for the refused replica.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -216,8 +216,8 @@ fn sigterm_drains_and_exits_zero() {
     // It serves, with its data in ./runnel-data of its working directory.
     assert!(std::net::TcpStream::connect(addr).is_ok());
     assert!(dir.path().join("runnel-data/metadata.json").is_file());
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("child pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert_eq!(status.code(), Some(0), "exit status after SIGTERM");

@@ -445,3 +445,32 @@ async fn invalid_acks_is_a_request_error() {
         .await;
     assert_eq!(r.unwrap_err().code, ErrorCode::InvalidRequest);
 }
+
+#[tokio::test]
+async fn raft_rpc_for_an_unknown_group_is_a_clear_error() {
+    use runnel_protocol::messages::raft_rpc::{RaftRpcRequest, RAFT_RPC_VOTE};
+    let b = start().await;
+    let mut c = Client::connect(b.addr()).await;
+    let r = c
+        .call(Request::RaftRpc(RaftRpcRequest {
+            group: "nope-0".into(),
+            kind: RAFT_RPC_VOTE,
+            payload: bytes::Bytes::from_static(b"whatever"),
+        }))
+        .await;
+    match r {
+        Ok(Response::RaftRpc(r)) => {
+            assert_eq!(
+                r.error_code,
+                runnel_protocol::ErrorCode::UnknownTopicOrPartition.as_u16()
+            );
+            assert!(
+                r.error_message.as_deref().unwrap_or("").contains("nope-0"),
+                "{r:?}"
+            );
+            assert!(r.payload.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    still_serves(&b).await;
+}

@@ -137,11 +137,21 @@ pub struct Health {
 #[derive(Clone, Debug)]
 pub struct Admin {
     cluster: Cluster,
+    retry_backoff: Duration,
 }
 
 impl Admin {
     pub fn new(cluster: Cluster) -> Admin {
-        Admin { cluster }
+        Admin {
+            cluster,
+            retry_backoff: ADMIN_RETRY_BACKOFF,
+        }
+    }
+
+    /// Sets the backoff unit between attempts (attempt n waits n × this).
+    pub fn with_retry_backoff(mut self, backoff: Duration) -> Admin {
+        self.retry_backoff = backoff;
+        self
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -313,7 +323,7 @@ impl Admin {
                 e,
                 ClientError::Timeout { .. } | ClientError::ConnectionLost { .. }
             );
-            tokio::time::sleep(ADMIN_RETRY_BACKOFF * attempt).await;
+            tokio::time::sleep(self.retry_backoff * attempt).await;
             let _ = self.cluster.refresh_metadata().await;
         }
     }
@@ -427,6 +437,57 @@ mod tests {
         let h = ClusterInfo::from_metadata(&m).health();
         assert!(!h.healthy);
         assert_eq!(h.problems, vec!["no controller is elected".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn admin_retries_stop_at_the_bound() {
+        use crate::cluster::ClientConfig;
+        use runnel_protocol::messages::{CreateTopicsResponse, DeleteTopicsResponse};
+        let mut fb = crate::testing::start(&[]).await;
+        let cluster = Cluster::connect(ClientConfig::new(&fb.addr).unwrap())
+            .await
+            .unwrap();
+        let admin = Admin::new(cluster).with_retry_backoff(Duration::from_millis(1));
+        let result = |code: ErrorCode| TopicResult {
+            name: "x".into(),
+            error_code: code.as_u16(),
+            error_message: None,
+        };
+        let task = {
+            let admin = admin.clone();
+            tokio::spawn(async move { admin.create_topic(&NewTopic::new("x", 1)).await })
+        };
+        for _ in 0..ADMIN_ATTEMPTS_MAX {
+            let inc = tokio::time::timeout(Duration::from_secs(5), fb.requests.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(inc.request, Request::CreateTopics(_)));
+            let r = Response::CreateTopics(CreateTopicsResponse {
+                topics: vec![result(ErrorCode::NotController)],
+            });
+            inc.reply.send(r).unwrap();
+        }
+        let e = task.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotController));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fb.requests.recv())
+                .await
+                .is_err(),
+            "more than ADMIN_ATTEMPTS_MAX attempts"
+        );
+        // A non-retriable answer is returned at once.
+        let task = {
+            let admin = admin.clone();
+            tokio::spawn(async move { admin.delete_topic("x").await })
+        };
+        let inc = fb.requests.recv().await.unwrap();
+        let r = Response::DeleteTopics(DeleteTopicsResponse {
+            topics: vec![result(ErrorCode::UnknownTopicOrPartition)],
+        });
+        inc.reply.send(r).unwrap();
+        let e = task.await.unwrap().unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::UnknownTopicOrPartition));
     }
 
     #[test]

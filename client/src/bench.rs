@@ -109,10 +109,10 @@ impl BenchConfig {
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(ClientError::InvalidArgument(m.to_string()));
         if self.producers == 0 || self.producers > PRODUCERS_MAX {
-            return bad("--producers must be in 1..=256");
+            return bad(&format!("--producers must be in 1..={PRODUCERS_MAX}"));
         }
         if self.in_flight == 0 || self.in_flight > IN_FLIGHT_MAX {
-            return bad("--in-flight must be in 1..=1000000");
+            return bad(&format!("--in-flight must be in 1..={IN_FLIGHT_MAX}"));
         }
         if self.mode == BenchMode::E2e && self.record_size < 8 {
             return bad("e2e needs --record-size of at least 8 (the send time rides in the value)");
@@ -799,6 +799,14 @@ mod tests {
         let mut c = BenchConfig::new(BenchMode::Produce, "b");
         c.producers = 0;
         assert!(c.validate().is_err());
+        c.producers = PRODUCERS_MAX + 1;
+        assert!(c.validate().is_err());
+        c.producers = PRODUCERS_MAX;
+        assert!(c.validate().is_ok());
+        c.in_flight = IN_FLIGHT_MAX + 1;
+        assert!(c.validate().is_err());
+        c.in_flight = IN_FLIGHT_MAX;
+        assert!(c.validate().is_ok());
         let mut c = BenchConfig::new(BenchMode::Produce, "b");
         assert_eq!(c.record_count(), Some(RECORDS_DEFAULT));
         c.duration = Some(Duration::from_secs(1));

@@ -491,6 +491,44 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn garbage_from_the_broker_is_an_error_not_a_panic() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let (h, _) = read_request(&mut s).await.unwrap();
+            write_response(
+                &mut s,
+                h.correlation_id,
+                &Response::ApiVersions(all_versions()),
+            )
+            .await;
+            // A frame with the right correlation id and a body that is not a Metadata response.
+            let (h, _) = read_request(&mut s).await.unwrap();
+            let mut f = Vec::new();
+            f.extend_from_slice(&9u32.to_be_bytes());
+            f.extend_from_slice(&h.correlation_id.to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0xff, 0xff, 0xff]);
+            s.write_all(&f).await.unwrap();
+            // Then a length prefix beyond FRAME_SIZE_MAX: framing is lost, the connection must close.
+            let _ = read_request(&mut s).await.unwrap();
+            s.write_all(&[0x7f, 0xff, 0xff, 0xff, 1, 2, 3])
+                .await
+                .unwrap();
+            let _ = read_request(&mut s).await;
+        });
+        let c = Connection::connect(&addr, "t", Duration::from_secs(2))
+            .await
+            .unwrap();
+        let t = Duration::from_secs(5);
+        let e = c.request(&metadata_req(), t).await.unwrap_err();
+        assert!(matches!(e, ClientError::Protocol(_)), "{e}");
+        let e = c.request(&metadata_req(), t).await.unwrap_err();
+        assert!(matches!(e, ClientError::ConnectionLost { .. }), "{e}");
+        assert!(!c.is_alive());
+    }
+
+    #[tokio::test]
     async fn connect_to_a_silent_listener_is_bounded() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();

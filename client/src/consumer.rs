@@ -1035,6 +1035,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn fetch_follows_the_leader_after_not_leader() {
+        let (meta, mut a, mut b) = testing::two_brokers("t").await;
+        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
+            .await
+            .unwrap();
+        let mut c = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                initial_offset: Offset::At(3),
+                ..Default::default()
+            },
+        );
+        c.assign("t", None).await.unwrap();
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        let inc = next_req(&mut a).await;
+        testing::set_leader(&meta, 2);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, _| {
+                (ErrorCode::NotLeader, vec![])
+            }))
+            .unwrap();
+        let inc = next_req(&mut b).await;
+        let Request::Fetch(f) = &inc.request else {
+            panic!()
+        };
+        assert_eq!(f.topics[0].partitions[0].fetch_offset, 3);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, o| {
+                (ErrorCode::None, vec![batch(o, &["z"])])
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(recs[0].offset, 3);
+    }
+
+    #[tokio::test]
     async fn corrupt_batches_are_an_error_not_a_panic() {
         let (mut fb, mut c) = setup(1).await;
         c.assign("t", None).await.unwrap();

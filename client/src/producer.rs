@@ -1154,6 +1154,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn not_leader_refreshes_metadata_and_follows_the_new_leader() {
+        let (meta, mut a, mut b) = testing::two_brokers("t").await;
+        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
+            .await
+            .unwrap();
+        let cfg = ProducerConfig {
+            linger: Duration::ZERO,
+            retry_backoff: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let p = Producer::new(cluster, cfg).unwrap();
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let inc = next_req(&mut a).await;
+        testing::set_leader(&meta, 2);
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::NotLeader,
+                &mut HashMap::new(),
+            ))
+            .unwrap();
+        let inc = next_req(&mut b).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::None,
+                &mut HashMap::from([(0, 42)]),
+            ))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 42);
+    }
+
+    #[tokio::test]
     async fn non_retriable_errors_fail_at_once() {
         let cfg = ProducerConfig {
             linger: Duration::ZERO,

@@ -1,7 +1,7 @@
 //! Test support: a scriptable fake broker on loopback. It answers `ApiVersions` and `Metadata` itself and
 //! hands every other request to the test, which answers (or not) through a oneshot, in any order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use runnel_protocol::frame::{concat, encode_response};
@@ -56,11 +56,20 @@ pub fn single_node_metadata(port: u16, topics: &[(&str, u32)]) -> MetadataRespon
 /// Starts a fake broker serving metadata for `topics`.
 pub async fn start(topics: &[(&str, u32)]) -> FakeBroker {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let meta = Arc::new(Mutex::new(single_node_metadata(port, topics)));
+    serve(l, meta)
+}
+
+/// Starts a fake broker answering `Metadata` with whatever `meta` holds at the time (tests change it to
+/// move leaders between several fake brokers).
+pub async fn start_shared(meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve(l, meta)
+}
+
+fn serve(l: TcpListener, meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
     let addr = l.local_addr().unwrap();
-    let meta = Arc::new(single_node_metadata(
-        addr.port(),
-        &topics.iter().map(|(n, p)| (*n, *p)).collect::<Vec<_>>(),
-    ));
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -85,7 +94,8 @@ pub async fn start(topics: &[(&str, u32)]) -> FakeBroker {
                             let _ = out_tx.send(answer(&Response::ApiVersions(all_versions())));
                         }
                         Request::Metadata(_) => {
-                            let _ = out_tx.send(answer(&Response::Metadata((*meta).clone())));
+                            let m = meta.lock().unwrap().clone();
+                            let _ = out_tx.send(answer(&Response::Metadata(m)));
                         }
                         other => {
                             let (reply, rx) = oneshot::channel();
@@ -129,5 +139,32 @@ impl FrameStream<'_> {
         self.rd.read_exact(&mut buf).await.ok()?;
         let (h, body) = runnel_protocol::frame::decode_request(Bytes::from(buf)).ok()?;
         Some((h, body.ok()?))
+    }
+}
+
+/// Two fake brokers (node ids 1 and 2) sharing metadata for one single-partition topic led by node 1;
+/// set the leader with [`set_leader`].
+pub async fn two_brokers(topic: &str) -> (Arc<Mutex<MetadataResponse>>, FakeBroker, FakeBroker) {
+    let meta = Arc::new(Mutex::new(MetadataResponse::default()));
+    let a = start_shared(meta.clone()).await;
+    let b = start_shared(meta.clone()).await;
+    let port = |f: &FakeBroker| f.addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let mut m = single_node_metadata(port(&a), &[(topic, 1)]);
+    m.brokers.push(BrokerMeta {
+        node_id: 2,
+        host: "127.0.0.1".into(),
+        port: port(&b),
+    });
+    *meta.lock().unwrap() = m;
+    (meta, a, b)
+}
+
+/// Moves the leadership of every partition to `node`.
+pub fn set_leader(meta: &Mutex<MetadataResponse>, node: u32) {
+    for t in &mut meta.lock().unwrap().topics {
+        for p in &mut t.partitions {
+            p.leader = Some(node);
+            p.leader_term += 1;
+        }
     }
 }

@@ -103,13 +103,13 @@ impl Broker {
         }
     }
 
-    /// Sends a signal (SIGTERM, SIGSTOP, SIGCONT, ...).
-    pub fn signal(&self, sig: i32) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on a pid we spawned and have not reaped; no memory is involved.
-            unsafe {
-                libc::kill(pid as i32, sig);
-            }
+    /// Sends a signal (TERM, STOP, CONT, ...) to the running process.
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        if let Some(pid) = self
+            .pid()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process(pid, sig);
         }
     }
 

@@ -14,6 +14,7 @@
 //!    without `--execute`, is refused while a member lives, and with `--execute` on an empty group makes the
 //!    next member re-read from the start.
 
+use rustix::process::Signal;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -118,8 +119,7 @@ fn cli(addr: &str, args: &[&str]) -> Output {
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(o) => o,
         Err(_) => {
-            // SAFETY: kill(2) on a child we spawned; no memory is involved.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            send_signal(pid, Signal::KILL);
             panic!("runnel {args:?} did not finish within 60 s");
         }
     }
@@ -194,9 +194,8 @@ impl Member {
         self.records.lock().expect("records").clone()
     }
 
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a child we spawned and have not reaped; no memory is involved.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+    fn signal(&self, sig: Signal) {
+        send_signal(self.child.id(), sig);
     }
 
     /// Waits (bounded) for the process to exit.
@@ -311,11 +310,11 @@ async fn three_members_split_six_partitions_and_a_killed_member_loses_nothing() 
     }
     produced.extend(produce(&cl, "acc", 6, 100, "two").await);
     wait_read(&members, &produced, "phase two").await;
-    members[2].signal(libc::SIGKILL);
+    members[2].signal(Signal::KILL);
     let status = members[2]
         .wait(Duration::from_secs(10))
         .expect("killed member exits");
-    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert_eq!(status.signal(), Some(Signal::KILL.as_raw()));
     let killed = Instant::now();
     let committed_at_kill = admin.committed_offsets("g3").await.expect("offsets");
     produced.extend(produce(&cl, "acc", 6, 100, "three").await);
@@ -363,7 +362,7 @@ async fn three_members_split_six_partitions_and_a_killed_member_loses_nothing() 
 
     // The survivors exit cleanly on SIGTERM, committing what they printed and leaving.
     for m in &members[..2] {
-        m.signal(libc::SIGTERM);
+        m.signal(Signal::TERM);
     }
     for m in &mut members[..2] {
         let status = m
@@ -792,7 +791,7 @@ async fn describe_shows_lag_under_load_and_reset_offsets_re_reads() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    m.signal(libc::SIGTERM);
+    m.signal(Signal::TERM);
     let status = m
         .wait(Duration::from_secs(15))
         .expect("member exits on SIGTERM");
@@ -873,5 +872,12 @@ async fn describe_shows_lag_under_load_and_reset_offsets_re_reads() {
             "partition {p} not re-read from the start in order"
         );
         *e += 1;
+    }
+}
+
+/// Sends `sig` to a child process we spawned (a no-op if it is already gone).
+fn send_signal(pid: u32, sig: Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, sig);
     }
 }

@@ -84,6 +84,7 @@ apis! {
     OffsetFetch = 11, OffsetFetchRequest, OffsetFetchResponse, 0..=0;
     ListGroups = 12, ListGroupsRequest, ListGroupsResponse, 0..=0;
     DescribeGroup = 13, DescribeGroupRequest, DescribeGroupResponse, 0..=0;
+    RaftRpc = 100, RaftRpcRequest, RaftRpcResponse, 0..=0;
 }
 
 /// The header of every request.

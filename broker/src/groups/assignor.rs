@@ -65,16 +65,20 @@ pub fn assign(
             .collect();
         let mut pool: BTreeSet<u32> = (0..count).filter(|p| !taken.contains(p)).collect();
         for m in &members {
-            let k = kept.get_mut(m).expect("every member has an entry");
-            while k.len() > quota[m] {
+            let (Some(k), Some(&q)) = (kept.get_mut(m), quota.get(m)) else {
+                continue;
+            };
+            while k.len() > q {
                 if let Some(p) = k.pop() {
                     pool.insert(p);
                 }
             }
         }
         for m in &by_load {
-            let k = kept.get_mut(m).expect("every member has an entry");
-            while k.len() < quota[m] {
+            let (Some(k), Some(&q)) = (kept.get_mut(m), quota.get(m)) else {
+                continue;
+            };
+            while k.len() < q {
                 let Some(p) = pool.pop_first() else { break };
                 k.push(p);
             }

@@ -53,5 +53,6 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
         Request::DescribeGroup(r) => groups::describe_group(broker, r)
             .await
             .map(Response::DescribeGroup),
+        Request::RaftRpc(r) => Ok(Response::RaftRpc(broker.raft.handle(r).await)),
     }
 }

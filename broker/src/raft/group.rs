@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
+use openraft::errors::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
 use super::log_store::SegLogStore;
-use super::network::NoNetwork;
+use super::network::{GroupNetwork, NoNetwork, RaftNet};
 use super::state_machine::{HwmStateMachine, PartitionShared};
 use super::types::{PartitionRaft, RecordBatch};
 use crate::storage::PartitionLog;
@@ -42,6 +42,19 @@ impl Default for GroupConfig {
     }
 }
 
+impl GroupConfig {
+    /// Timing for multi-voter data groups: many groups share a node and a connection, so heartbeats are
+    /// spaced (120 ms) and elections slower (1–2 s) than a single-member group's.
+    pub fn replicated() -> GroupConfig {
+        GroupConfig {
+            heartbeat_interval_ms: 120,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            recovery_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Why a group operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
@@ -62,6 +75,16 @@ pub struct RaftGroup {
     raft: Raft<PartitionRaft, HwmStateMachine>,
     shared: Arc<PartitionShared>,
     node_id: u64,
+    /// Set for multi-voter groups: where the group is registered for incoming RPCs.
+    registered: Option<Replication>,
+}
+
+/// How a multi-voter group reaches its peers: the broker's [`RaftNet`] and the group's name there
+/// (a partition's is `"<topic>-<partition>"`).
+#[derive(Clone, Debug)]
+pub struct Replication {
+    pub net: Arc<RaftNet>,
+    pub group: String,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -90,15 +113,25 @@ fn fatal_to_error<E: std::fmt::Display>(log: &PartitionLog, e: E) -> GroupError 
 impl RaftGroup {
     /// Starts the group of `node_id` over `log`. With `voters == [node_id]` a new group is initialized with
     /// that membership and leads by itself; `open` returns once it leads and has applied its recovered log.
+    /// With several voters `replication` is required: the group registers with the broker's [`RaftNet`]
+    /// under its name, a new group is initialized with the same membership on every replica (trap T10), and
+    /// `open` returns at once: the leader is elected over the network.
     pub async fn open(
         node_id: u64,
         voters: &[u64],
         log: PartitionLog,
         cfg: GroupConfig,
+        replication: Option<Replication>,
     ) -> Result<RaftGroup, GroupError> {
-        if voters != [node_id] {
+        let single = voters == [node_id];
+        if !single && !voters.contains(&node_id) {
             return Err(GroupError::Unsupported(format!(
-                "multi-node replication is not implemented yet (voters {voters:?})"
+                "node {node_id} is not one of the voters {voters:?}"
+            )));
+        }
+        if !single && replication.is_none() {
+            return Err(GroupError::Unsupported(format!(
+                "a multi-voter group (voters {voters:?}) needs the broker's raft network"
             )));
         }
         let config = Config {
@@ -120,30 +153,67 @@ impl RaftGroup {
         let shared = PartitionShared::new(log.clone());
         let sm = HwmStateMachine::new(shared.clone());
         let store = SegLogStore::new(log.clone());
-        let raft = Raft::new(node_id, config, NoNetwork, store, sm)
-            .await
-            .map_err(|e| fatal_to_error(&log, e))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| fatal_to_error(&log, e))?;
-        if !initialized {
-            let members: BTreeMap<u64, BasicNode> =
-                voters.iter().map(|v| (*v, BasicNode::default())).collect();
-            raft.initialize(members)
-                .await
-                .map_err(|e| GroupError::Storage(e.to_string()))?;
+        let registered = if single { None } else { replication };
+        let raft = match &registered {
+            None => Raft::new(node_id, config, NoNetwork, store, sm).await,
+            Some(r) => {
+                let net = GroupNetwork {
+                    net: r.net.clone(),
+                    group: Arc::from(r.group.as_str()),
+                };
+                Raft::new(node_id, config, net, store, sm).await
+            }
+        }
+        .map_err(|e| fatal_to_error(&log, e))?;
+        if let Some(r) = &registered {
+            if let Err(e) = r.net.register(&r.group, raft.clone()) {
+                let _ = raft.shutdown().await;
+                let _ = log.close();
+                return Err(GroupError::Unsupported(e));
+            }
         }
         let group = RaftGroup {
             raft,
             shared,
             node_id,
+            registered,
         };
+        if let Err(e) = group.start(voters, &cfg, &log).await {
+            let _ = group.shutdown().await;
+            return Err(e);
+        }
+        Ok(group)
+    }
+
+    async fn start(
+        &self,
+        voters: &[u64],
+        cfg: &GroupConfig,
+        log: &PartitionLog,
+    ) -> Result<(), GroupError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| fatal_to_error(log, e))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> =
+                voters.iter().map(|v| (*v, BasicNode::default())).collect();
+            match self.raft.initialize(members).await {
+                Ok(()) => {}
+                // Another replica's leader reached us first: we are already part of the group.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_)))
+                    if self.registered.is_some() => {}
+                Err(e) => return Err(GroupError::Storage(e.to_string())),
+            }
+        }
+        if self.registered.is_some() {
+            return Ok(());
+        }
         // A single member leads by itself; wait until it does and has applied everything it recovered,
         // so the high watermark never appears to move backwards after a restart.
         let target = log.bounds().last.map(|l| l.index);
-        let deadline = cfg.recovery_timeout;
-        let wait = group.raft.wait(Some(deadline));
+        let wait = self.raft.wait(Some(cfg.recovery_timeout));
         wait.state(ServerState::Leader, "lead")
             .await
             .map_err(|e| GroupError::Timeout(e.to_string()))?;
@@ -152,7 +222,7 @@ impl RaftGroup {
                 .await
                 .map_err(|e| GroupError::Timeout(e.to_string()))?;
         }
-        Ok(group)
+        Ok(())
     }
 
     /// Proposes one batch. With `wait_commit` it resolves once committed and applied, with the batch's base
@@ -215,8 +285,9 @@ impl RaftGroup {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Whether this replica takes writes now (the same test `write` applies: a committed vote for us).
     pub fn is_leader(&self) -> bool {
-        self.raft.is_leader()
+        self.raft.as_leader().is_ok()
     }
 
     pub fn term(&self) -> u64 {
@@ -244,6 +315,9 @@ impl RaftGroup {
 
     /// Stops the group and closes the log (sync, indexes, metadata). Idempotent.
     pub async fn shutdown(&self) -> Result<(), GroupError> {
+        if let Some(r) = &self.registered {
+            r.net.deregister(&r.group);
+        }
         let _ = self.raft.shutdown().await;
         self.shared
             .log

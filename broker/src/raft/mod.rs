@@ -3,7 +3,7 @@
 //! - [`types`]: the `PartitionRaft` type config (D = a record batch entry, R = its base offset).
 //! - [`log_store`]: openraft's `RaftLogStorage` + `RaftLogReader` over the segment log.
 //! - [`state_machine`]: the high-watermark state machine whose snapshot is the retention boundary (trap T6).
-//! - [`network`]: the network seam (a single-member group needs none; replication plugs in here).
+//! - [`network`]: Raft RPCs between brokers: one pipelined connection per peer, a registry of local groups.
 //! - [`group`]: [`group::RaftGroup`], the handle `partition.rs` uses; it exposes no openraft type.
 
 pub mod group;
@@ -12,7 +12,10 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use group::{GroupConfig, GroupError, RaftGroup};
+pub use group::{GroupConfig, GroupError, RaftGroup, Replication};
+pub use network::RaftNet;
 
+#[cfg(test)]
+mod replication_tests;
 #[cfg(test)]
 mod tests;

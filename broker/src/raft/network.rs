@@ -1,20 +1,114 @@
-//! The network seam. A single-member group never sends an RPC; [`NoNetwork`] answers every call with
-//! "unreachable". Multi-node replication plugs a real `RaftNetworkFactory` in here (one connection per
-//! node pair, shared by all groups, as in openraft-multi).
+//! The Raft network: partition groups on this broker talk to their peers' groups over the broker protocol's
+//! internal RaftRpc API (key 100).
+//!
+//! - [`NoNetwork`]: the factory of single-member groups, which never send an RPC.
+//! - [`RaftNet`]: one per broker. It holds the node-address book (from `--peers`), **one pipelined TCP
+//!   connection per peer broker shared by every group** ([`PeerClient`]), and the registry of local groups
+//!   (group name → `Raft` handle) that [`RaftNet::handle`] dispatches incoming RPCs to.
+//! - [`GroupNetwork`] / [`GroupClient`]: openraft's `RaftNetworkFactory` / `RaftNetworkV2` for one group,
+//!   forwarding to the shared peer connection.
+//!
+//! Payloads are bincode 2 (serde) encodings of openraft's request/response types wrapped in an
+//! [`Envelope`] naming the target node (a misaddressed RPC is refused, never applied to the wrong replica).
+//! Entry payloads are therefore copied by serde; the zero-copy frame of the design notes (§5.6) is future work.
+//!
+//! Invariants:
+//! - At most [`PEER_INFLIGHT_MAX`] RPCs are outstanding per peer connection; more callers wait (bounded by
+//!   their own timeout). Every call is bounded by a timeout ([`CONNECT_TIMEOUT`] to connect, the RPC's TTL
+//!   for the rest); a timed-out or failed write drops the connection (framing may be broken).
+//! - A failed connect backs off exponentially between [`RECONNECT_BACKOFF_MIN`] and
+//!   [`RECONNECT_BACKOFF_MAX`]; calls during the back-off fail at once as `Unreachable`.
+//! - Error mapping: cannot connect / connection lost / peer does not host the group / peer's group stopped
+//!   → `Unreachable` (openraft backs off); TTL elapsed → `Timeout`; undecodable response → `Network`.
+//! - Nothing here panics on network input.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::RPCOption;
+use bytes::Bytes;
+use futures::StreamExt;
+use openraft::errors::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use openraft::{OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2};
+use runnel_protocol::codec::frame_codec;
+use runnel_protocol::frame::{decode_response, encode_request, response_correlation_id};
+use runnel_protocol::limits::FRAME_SIZE_MAX;
+use runnel_protocol::messages::raft_rpc::{
+    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_SNAPSHOT, RAFT_RPC_VOTE,
+};
+use runnel_protocol::{ApiKey, ErrorCode, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
 
-use super::types::{PartitionRaft, Vote};
+use super::state_machine::HwmStateMachine;
+use super::types::{PartitionRaft, SnapshotMeta, Vote};
 
 type Snapshot = openraft::alias::SnapshotOf<PartitionRaft, std::io::Cursor<Vec<u8>>>;
+/// A local group's Raft handle, as the registry keeps it.
+pub type GroupRaft = Raft<PartitionRaft, HwmStateMachine>;
+
+/// Most RPCs outstanding on one peer connection.
+pub const PEER_INFLIGHT_MAX: usize = 256;
+/// Longest a connect to a peer may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// First pause after a failed connect; it doubles up to [`RECONNECT_BACKOFF_MAX`].
+pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between connect attempts.
+pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest a full-snapshot install may take (snapshots are tiny: the retention boundary only).
+pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest RaftRpc payload decoded (bincode's allocation limit); the frame bound caps it anyway.
+pub const RPC_PAYLOAD_MAX: usize = FRAME_SIZE_MAX;
+/// The client id RaftRpc requests carry.
+pub const RAFT_CLIENT_ID: &str = "raft";
+
+fn rpc_cfg() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<RPC_PAYLOAD_MAX>()
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
+    bincode::serde::encode_to_vec(v, rpc_cfg())
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    match bincode::serde::decode_from_slice::<T, _>(b, rpc_cfg()) {
+        Ok((v, n)) if n == b.len() => Ok(v),
+        Ok((_, n)) => Err(format!("{} trailing bytes after the payload", b.len() - n)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Every RaftRpc payload: the node the RPC is meant for, and the openraft message.
+#[derive(Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub target: u64,
+    pub body: T,
+}
+
+/// A full snapshot on the wire (the data is the state machine's small blob).
+#[derive(Serialize, Deserialize)]
+struct SnapshotRpc {
+    vote: Vote,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
 
 /// The factory for groups with no remote members.
 #[derive(Clone, Debug, Default)]
@@ -24,10 +118,10 @@ pub struct NoNetwork;
 #[derive(Clone, Debug, Default)]
 pub struct NoConnection;
 
-fn unreachable() -> Unreachable<PartitionRaft> {
+fn no_network() -> Unreachable<PartitionRaft> {
     Unreachable::new(&io::Error::new(
         io::ErrorKind::NotConnected,
-        "multi-node replication is not implemented yet",
+        "a single-member group has no peers",
     ))
 }
 
@@ -47,7 +141,7 @@ impl RaftNetworkV2<PartitionRaft> for NoConnection {
         _rpc: AppendEntriesRequest<PartitionRaft>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        Err(RPCError::Unreachable(unreachable()))
+        Err(RPCError::Unreachable(no_network()))
     }
 
     async fn vote(
@@ -55,7 +149,7 @@ impl RaftNetworkV2<PartitionRaft> for NoConnection {
         _rpc: VoteRequest<PartitionRaft>,
         _option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        Err(RPCError::Unreachable(unreachable()))
+        Err(RPCError::Unreachable(no_network()))
     }
 
     async fn full_snapshot(
@@ -65,6 +159,613 @@ impl RaftNetworkV2<PartitionRaft> for NoConnection {
         _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<PartitionRaft>, StreamingError<PartitionRaft>> {
-        Err(StreamingError::Unreachable(unreachable()))
+        Err(StreamingError::Unreachable(no_network()))
+    }
+}
+
+/// Why a call to a peer failed (before openraft's error types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Cannot connect, backing off, the connection was lost, or the peer cannot serve the group now.
+    Unreachable(String),
+    /// The call's time budget ran out.
+    Timeout,
+    /// The peer answered something undecodable.
+    Network(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(s) => write!(f, "unreachable: {s}"),
+            CallError::Timeout => write!(f, "timed out"),
+            CallError::Network(s) => write!(f, "network error: {s}"),
+        }
+    }
+}
+
+type Pending = HashMap<u32, oneshot::Sender<Result<RaftRpcResponse, CallError>>>;
+
+/// State shared by a connection's writer side (the callers) and its reader task.
+struct ConnShared {
+    pending: Mutex<Pending>,
+    dead: AtomicBool,
+}
+
+impl ConnShared {
+    fn take(&self, cid: u32) -> Option<oneshot::Sender<Result<RaftRpcResponse, CallError>>> {
+        self.pending.lock().ok().and_then(|mut p| p.remove(&cid))
+    }
+
+    /// Marks the connection dead and fails every pending call (their senders drop).
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        if let Ok(mut p) = self.pending.lock() {
+            p.clear();
+        }
+    }
+}
+
+struct Conn {
+    wr: OwnedWriteHalf,
+    shared: Arc<ConnShared>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.shared.kill();
+    }
+}
+
+enum ConnState {
+    Down {
+        retry_at: Instant,
+        backoff: Duration,
+    },
+    Up(Conn),
+}
+
+/// The one pipelined connection to a peer broker, shared by all groups. Requests carry correlation ids;
+/// responses may come back in any order.
+pub struct PeerClient {
+    target: u64,
+    addr: String,
+    inflight: Arc<Semaphore>,
+    next_cid: AtomicU32,
+    conn: tokio::sync::Mutex<ConnState>,
+}
+
+impl std::fmt::Debug for PeerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClient")
+            .field("target", &self.target)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+/// Writes every chunk with vectored writes (one syscall for a whole small frame; TCP_NODELAY is on).
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Result<()> {
+    let mut i = 0; // first chunk not fully written
+    let mut off = 0; // bytes of chunks[i] already written
+    while i < chunks.len() {
+        let slices: Vec<io::IoSlice<'_>> = chunks
+            .iter()
+            .skip(i)
+            .enumerate()
+            .map(|(k, c)| {
+                io::IoSlice::new(if k == 0 {
+                    c.get(off..).unwrap_or(&[])
+                } else {
+                    c
+                })
+            })
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while i < chunks.len() && n > 0 {
+            let left = chunks[i].len() - off;
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        while i < chunks.len() && chunks[i].len() == off {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
+async fn read_loop(rd: tokio::net::tcp::OwnedReadHalf, shared: Arc<ConnShared>) {
+    let mut frames = FramedRead::new(rd, frame_codec());
+    while let Some(Ok(frame)) = frames.next().await {
+        let frame = frame.freeze();
+        let Ok(cid) = response_correlation_id(&frame) else {
+            break;
+        };
+        let Some(tx) = shared.take(cid) else {
+            continue; // its caller timed out and left
+        };
+        let r = match decode_response(ApiKey::RaftRpc, frame) {
+            Ok((_, Ok(Response::RaftRpc(r)))) => Ok(r),
+            Ok((_, Ok(other))) => Err(CallError::Network(format!(
+                "a {:?} response to a RaftRpc request",
+                other.api_key()
+            ))),
+            // A request-level error (draining broker, unsupported API): the peer cannot serve us now.
+            Ok((_, Err(e))) => Err(CallError::Unreachable(format!(
+                "{}: {}",
+                e.code.name(),
+                e.message
+            ))),
+            Err(e) => Err(CallError::Network(e.to_string())),
+        };
+        let _ = tx.send(r);
+    }
+    shared.kill();
+}
+
+impl PeerClient {
+    fn new(target: u64, addr: String) -> PeerClient {
+        PeerClient {
+            target,
+            addr,
+            inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
+            next_cid: AtomicU32::new(1),
+            conn: tokio::sync::Mutex::new(ConnState::Down {
+                retry_at: Instant::now(),
+                backoff: RECONNECT_BACKOFF_MIN,
+            }),
+        }
+    }
+
+    /// Makes sure `st` is `Up`, connecting if allowed; fails as `Unreachable` while backing off.
+    async fn ensure_connected(&self, st: &mut ConnState) -> Result<(), CallError> {
+        let backoff = match st {
+            ConnState::Up(c) if !c.shared.dead.load(Ordering::Acquire) => return Ok(()),
+            ConnState::Up(_) => RECONNECT_BACKOFF_MIN,
+            ConnState::Down { retry_at, backoff } => {
+                if Instant::now() < *retry_at {
+                    return Err(CallError::Unreachable(format!(
+                        "node {} ({}): backing off after a failed connect",
+                        self.target, self.addr
+                    )));
+                }
+                *backoff
+            }
+        };
+        let connected =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr.as_str())).await;
+        let stream = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                *st = ConnState::Down {
+                    retry_at: Instant::now() + backoff,
+                    backoff: (backoff * 2).min(RECONNECT_BACKOFF_MAX),
+                };
+                return Err(CallError::Unreachable(format!(
+                    "node {} ({}): {e}",
+                    self.target, self.addr
+                )));
+            }
+            Err(_) => {
+                *st = ConnState::Down {
+                    retry_at: Instant::now() + backoff,
+                    backoff: (backoff * 2).min(RECONNECT_BACKOFF_MAX),
+                };
+                return Err(CallError::Unreachable(format!(
+                    "node {} ({}): connect timed out",
+                    self.target, self.addr
+                )));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let shared = Arc::new(ConnShared {
+            pending: Mutex::new(HashMap::new()),
+            dead: AtomicBool::new(false),
+        });
+        let reader = tokio::spawn(read_loop(rd, shared.clone()));
+        *st = ConnState::Up(Conn { wr, shared, reader });
+        Ok(())
+    }
+
+    /// Sends one request and waits for its response, all within `ttl`.
+    pub async fn call(
+        &self,
+        req: RaftRpcRequest,
+        ttl: Duration,
+    ) -> Result<RaftRpcResponse, CallError> {
+        let deadline = Instant::now() + ttl;
+        let _slot = tokio::time::timeout_at(deadline, self.inflight.clone().acquire_owned())
+            .await
+            .map_err(|_| CallError::Timeout)?
+            .map_err(|_| CallError::Unreachable("peer client closed".into()))?;
+        let cid = self.next_cid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let chunks = encode_request(cid, RAFT_CLIENT_ID, &Request::RaftRpc(req));
+        let shared = {
+            let mut st = tokio::time::timeout_at(deadline, self.conn.lock())
+                .await
+                .map_err(|_| CallError::Timeout)?;
+            self.ensure_connected(&mut st).await?;
+            let ConnState::Up(conn) = &mut *st else {
+                return Err(CallError::Unreachable("not connected".into()));
+            };
+            if let Ok(mut p) = conn.shared.pending.lock() {
+                p.insert(cid, tx);
+            }
+            let write = write_all_vectored(&mut conn.wr, &chunks);
+            let written = tokio::time::timeout_at(deadline, write).await;
+            let shared = conn.shared.clone();
+            match written {
+                Ok(Ok(())) => shared,
+                failed => {
+                    // A partial write breaks the framing: drop the connection, reconnect on the next call.
+                    *st = ConnState::Down {
+                        retry_at: Instant::now(),
+                        backoff: RECONNECT_BACKOFF_MIN,
+                    };
+                    return Err(match failed {
+                        Ok(Err(e)) => CallError::Unreachable(format!(
+                            "node {} ({}): {e}",
+                            self.target, self.addr
+                        )),
+                        _ => CallError::Timeout,
+                    });
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CallError::Unreachable(format!(
+                "node {} ({}): connection lost",
+                self.target, self.addr
+            ))),
+            Err(_) => {
+                shared.take(cid);
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    /// Whether a connection is up right now (tests and diagnostics).
+    pub async fn is_connected(&self) -> bool {
+        matches!(&*self.conn.lock().await, ConnState::Up(c) if !c.shared.dead.load(Ordering::Acquire))
+    }
+}
+
+/// This broker's Raft network: address book, peer connections and the local group registry.
+pub struct RaftNet {
+    node_id: u64,
+    book: HashMap<u64, String>,
+    peers: Mutex<HashMap<u64, Arc<PeerClient>>>,
+    groups: RwLock<HashMap<String, GroupRaft>>,
+}
+
+impl std::fmt::Debug for RaftNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNet")
+            .field("node_id", &self.node_id)
+            .field("book", &self.book)
+            .finish()
+    }
+}
+
+fn error_response(code: ErrorCode, message: String) -> RaftRpcResponse {
+    RaftRpcResponse {
+        error_code: code.as_u16(),
+        error_message: Some(message),
+        payload: Bytes::new(),
+    }
+}
+
+/// A stopped group answers with BROKER_SHUTTING_DOWN, a failed one with STORAGE_ERROR.
+fn fatal_response<E: std::fmt::Display>(e: E) -> RaftRpcResponse {
+    let s = e.to_string();
+    let code = if s.contains("shut") || s.contains("Stopped") {
+        ErrorCode::BrokerShuttingDown
+    } else {
+        ErrorCode::StorageError
+    };
+    error_response(code, s)
+}
+
+fn ok_response<T: Serialize>(v: &T) -> RaftRpcResponse {
+    match encode(v) {
+        Ok(payload) => RaftRpcResponse {
+            error_code: 0,
+            error_message: None,
+            payload,
+        },
+        Err(e) => error_response(ErrorCode::Unknown, format!("encoding the response: {e}")),
+    }
+}
+
+impl RaftNet {
+    /// `book` maps node ids to `host:port` (this node's own entry is ignored).
+    pub fn new(node_id: u64, book: impl IntoIterator<Item = (u64, String)>) -> Arc<RaftNet> {
+        Arc::new(RaftNet {
+            node_id,
+            book: book.into_iter().filter(|(n, _)| *n != node_id).collect(),
+            peers: Mutex::new(HashMap::new()),
+            groups: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The shared connection to `target`, created on first use.
+    pub fn peer(&self, target: u64) -> Result<Arc<PeerClient>, CallError> {
+        let addr = self
+            .book
+            .get(&target)
+            .ok_or_else(|| CallError::Unreachable(format!("node {target} is not in --peers")))?;
+        let mut peers = self
+            .peers
+            .lock()
+            .map_err(|_| CallError::Unreachable("peer table poisoned".into()))?;
+        Ok(peers
+            .entry(target)
+            .or_insert_with(|| Arc::new(PeerClient::new(target, addr.clone())))
+            .clone())
+    }
+
+    /// Registers a local group for incoming RPCs; refuses a name already registered (two replicas of one
+    /// group on one node would answer for each other).
+    pub(crate) fn register(&self, group: &str, raft: GroupRaft) -> Result<(), String> {
+        let mut g = self
+            .groups
+            .write()
+            .map_err(|_| "group registry poisoned".to_string())?;
+        if g.contains_key(group) {
+            return Err(format!(
+                "raft group {group:?} is already open on node {}",
+                self.node_id
+            ));
+        }
+        g.insert(group.to_string(), raft);
+        Ok(())
+    }
+
+    pub(crate) fn deregister(&self, group: &str) {
+        if let Ok(mut g) = self.groups.write() {
+            g.remove(group);
+        }
+    }
+
+    /// Names of the local groups (tests and diagnostics).
+    pub fn group_names(&self) -> Vec<String> {
+        self.groups
+            .read()
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Serves one incoming RaftRpc against the local group it names. Unknown group →
+    /// UNKNOWN_TOPIC_OR_PARTITION; misaddressed or undecodable → INVALID_REQUEST; stopped group →
+    /// BROKER_SHUTTING_DOWN.
+    pub async fn handle(&self, req: RaftRpcRequest) -> RaftRpcResponse {
+        let raft = self
+            .groups
+            .read()
+            .ok()
+            .and_then(|g| g.get(&req.group).cloned());
+        let Some(raft) = raft else {
+            return error_response(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "node {} does not host raft group {:?}",
+                    self.node_id, req.group
+                ),
+            );
+        };
+        match req.kind {
+            RAFT_RPC_APPEND => match self.open::<AppendEntriesRequest<PartitionRaft>>(&req) {
+                Ok(rpc) => match raft.append_entries(rpc).await {
+                    Ok(r) => ok_response(&r),
+                    Err(e) => fatal_response(e),
+                },
+                Err(e) => e,
+            },
+            RAFT_RPC_VOTE => match self.open::<VoteRequest<PartitionRaft>>(&req) {
+                Ok(rpc) => match raft.vote(rpc).await {
+                    Ok(r) => ok_response(&r),
+                    Err(e) => fatal_response(e),
+                },
+                Err(e) => e,
+            },
+            RAFT_RPC_SNAPSHOT => match self.open::<SnapshotRpc>(&req) {
+                Ok(s) => {
+                    let snapshot = Snapshot {
+                        meta: s.meta,
+                        snapshot: std::io::Cursor::new(s.data),
+                    };
+                    match raft.install_full_snapshot(s.vote, snapshot).await {
+                        Ok(r) => ok_response(&r),
+                        Err(e) => fatal_response(e),
+                    }
+                }
+                Err(e) => e,
+            },
+            k => error_response(
+                ErrorCode::InvalidRequest,
+                format!("unknown raft rpc kind {k}"),
+            ),
+        }
+    }
+
+    /// Decodes an envelope and checks it is addressed to this node.
+    fn open<T: DeserializeOwned>(&self, req: &RaftRpcRequest) -> Result<T, RaftRpcResponse> {
+        let env: Envelope<T> = decode(&req.payload).map_err(|e| {
+            error_response(
+                ErrorCode::InvalidRequest,
+                format!("undecodable raft rpc: {e}"),
+            )
+        })?;
+        if env.target != self.node_id {
+            return Err(error_response(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "raft rpc for node {} reached node {}",
+                    env.target, self.node_id
+                ),
+            ));
+        }
+        Ok(env.body)
+    }
+}
+
+/// openraft's network factory for one group.
+#[derive(Clone, Debug)]
+pub struct GroupNetwork {
+    pub net: Arc<RaftNet>,
+    pub group: Arc<str>,
+}
+
+impl RaftNetworkFactory<PartitionRaft> for GroupNetwork {
+    type Network = GroupClient;
+
+    async fn new_client(&mut self, target: u64, _node: &openraft::BasicNode) -> GroupClient {
+        GroupClient {
+            net: self.net.clone(),
+            group: self.group.clone(),
+            target,
+        }
+    }
+}
+
+/// One group's client to one peer; the connection underneath is the peer's shared [`PeerClient`].
+#[derive(Clone, Debug)]
+pub struct GroupClient {
+    net: Arc<RaftNet>,
+    group: Arc<str>,
+    target: u64,
+}
+
+fn to_rpc_error(
+    e: CallError,
+    action: RPCTypes,
+    id: u64,
+    target: u64,
+    ttl: Duration,
+) -> RPCError<PartitionRaft> {
+    match e {
+        CallError::Unreachable(s) => RPCError::Unreachable(Unreachable::from_string(s)),
+        CallError::Timeout => RPCError::Timeout(Timeout {
+            action,
+            id,
+            target,
+            timeout: ttl,
+        }),
+        CallError::Network(s) => RPCError::Network(NetworkError::from_string(s)),
+    }
+}
+
+impl GroupClient {
+    async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        kind: u8,
+        body: Q,
+        ttl: Duration,
+    ) -> Result<A, CallError> {
+        let payload = encode(&Envelope {
+            target: self.target,
+            body,
+        })
+        .map_err(CallError::Network)?;
+        let peer = self.net.peer(self.target)?;
+        let resp = peer
+            .call(
+                RaftRpcRequest {
+                    group: self.group.to_string(),
+                    kind,
+                    payload,
+                },
+                ttl,
+            )
+            .await?;
+        if resp.error_code != 0 {
+            return Err(CallError::Unreachable(format!(
+                "node {}: {}: {}",
+                self.target,
+                ErrorCode::from_u16(resp.error_code).name(),
+                resp.error_message.unwrap_or_default()
+            )));
+        }
+        decode(&resp.payload).map_err(CallError::Network)
+    }
+}
+
+impl RaftNetworkV2<PartitionRaft> for GroupClient {
+    type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let ttl = option.hard_ttl();
+        self.call(RAFT_RPC_APPEND, rpc, ttl).await.map_err(|e| {
+            to_rpc_error(
+                e,
+                RPCTypes::AppendEntries,
+                self.net.node_id,
+                self.target,
+                ttl,
+            )
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let ttl = option.hard_ttl();
+        self.call(RAFT_RPC_VOTE, rpc, ttl)
+            .await
+            .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<PartitionRaft>, StreamingError<PartitionRaft>> {
+        let body = SnapshotRpc {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let ttl = SNAPSHOT_RPC_TIMEOUT;
+        let call = self.call::<_, SnapshotResponse<PartitionRaft>>(RAFT_RPC_SNAPSHOT, body, ttl);
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = call => r.map_err(|e| match e {
+                CallError::Unreachable(s) => StreamingError::Unreachable(Unreachable::from_string(s)),
+                CallError::Timeout => StreamingError::Timeout(Timeout {
+                    action: RPCTypes::InstallSnapshot,
+                    id: self.net.node_id,
+                    target: self.target,
+                    timeout: ttl,
+                }),
+                CallError::Network(s) => StreamingError::Network(NetworkError::from_string(s)),
+            }),
+        }
     }
 }

@@ -45,6 +45,7 @@ pub fn api_label(api: Option<ApiKey>) -> &'static str {
         Some(ApiKey::OffsetFetch) => "offset_fetch",
         Some(ApiKey::ListGroups) => "list_groups",
         Some(ApiKey::DescribeGroup) => "describe_group",
+        Some(ApiKey::RaftRpc) => "raft_rpc",
         None => "unknown",
     }
 }

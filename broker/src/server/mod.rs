@@ -13,7 +13,6 @@ pub mod connection;
 pub mod metrics;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,10 +81,11 @@ impl DataDirLock {
                 path: path.clone(),
                 error,
             })?;
-        // SAFETY: flock on a file descriptor we own and keep open for the lock's lifetime.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let error = std::io::Error::last_os_error();
+        // The lock lives as long as `file` stays open.
+        if let Err(errno) =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            let error = std::io::Error::from(errno);
             if error.kind() == std::io::ErrorKind::WouldBlock {
                 return Err(StartError::DataDirLocked(dir.to_path_buf()));
             }
@@ -102,6 +102,8 @@ pub struct Broker {
     pub metrics: Metrics,
     /// The consumer-group coordinator, started on the first group request.
     pub groups: tokio::sync::OnceCell<Arc<crate::groups::coordinator::Coordinator>>,
+    /// Raft RPCs between brokers: peer connections and the registry of local Raft groups.
+    pub raft: Arc<crate::raft::RaftNet>,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -216,7 +218,15 @@ impl Server {
         let (advertised_host, advertised_port) = split_host_port(&advertised)
             .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
 
+        let raft = crate::raft::RaftNet::new(
+            u64::from(config.node_id),
+            config
+                .peers
+                .iter()
+                .map(|p| (u64::from(p.node_id), p.addr.clone())),
+        );
         let broker = Arc::new(Broker {
+            raft,
             registry,
             metrics: Metrics::new(),
             groups: tokio::sync::OnceCell::new(),

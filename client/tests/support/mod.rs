@@ -2,8 +2,8 @@
 //! with a temporary data dir, and helpers to run the `runnel` CLI against it.
 //!
 //! The broker binary is `$RUNNEL_BROKER_BIN` if set, else `target/debug/runnel-broker` of this workspace
-//! (built with `cargo build -p runnel-broker` when missing). A broker binary that exits 0 at once without
-//! listening is a skeleton without a server: the tests then skip with a message instead of failing.
+//! (built with `cargo build -p runnel-broker` when missing). A broker that exits or never becomes healthy
+//! fails the test.
 //! Every wait is bounded; the process is killed and reaped on drop.
 
 #![allow(dead_code)]
@@ -54,52 +54,79 @@ pub fn free_port() -> u16 {
 pub struct Broker {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
 }
 
 impl Broker {
-    /// Starts a broker and waits (≤ 30 s) until `runnel cluster health` passes. `None`: the binary is a
-    /// skeleton that exits at once (the test should skip).
+    /// Starts a broker and waits (≤ 30 s) until `runnel cluster health` passes; panics otherwise. (Always
+    /// `Some`: the `Option` remains from before the broker existed.)
     pub fn start() -> Option<Broker> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("log file");
+        let mut b = Broker {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        b.spawn();
+        b.wait_ready().then_some(b)
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("log file");
         let child = Command::new(broker_bin())
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(self.addr())
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .current_dir(dir.path())
+            .arg(self.dir.path().join("data"))
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn runnel-broker");
-        let mut b = Broker { port, dir, child };
+        self.child = Some(child);
+    }
+
+    /// Polls until the broker is healthy; panics if it exits or the deadline passes.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(Some(status)) = b.child.try_wait() {
-                if status.success() && TcpStream::connect(b.addr()).is_err() {
-                    eprintln!("SKIP: runnel-broker exited at once without serving (no server yet)");
-                    return None;
-                }
-                panic!("runnel-broker exited with {status}; log:\n{}", b.log());
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("runnel-broker exited with {status}; log:\n{}", self.log());
             }
-            if TcpStream::connect(b.addr()).is_ok() {
-                let o = b.cli(&["cluster", "health"], None);
+            if TcpStream::connect(self.addr()).is_ok() {
+                let o = self.cli(&["cluster", "health"], None);
                 if o.status.success() {
-                    return Some(b);
+                    return true;
                 }
             }
             assert!(
                 Instant::now() < deadline,
                 "broker not healthy within 30 s; log:\n{}",
-                b.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port and data dir and waits until it is healthy.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        assert!(self.wait_ready(), "restarted broker exited at once");
     }
 
     pub fn addr(&self) -> String {
@@ -118,8 +145,7 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 

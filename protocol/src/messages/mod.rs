@@ -12,6 +12,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod produce;
+pub mod raft_rpc;
 
 pub use api_versions::*;
 pub use create_partitions::*;
@@ -26,3 +27,4 @@ pub use metadata::*;
 pub use offset_commit::*;
 pub use offset_fetch::*;
 pub use produce::*;
+pub use raft_rpc::*;

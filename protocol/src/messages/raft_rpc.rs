@@ -1,0 +1,65 @@
+//! RaftRpc (key 100): an internal, broker-to-broker API carrying one Raft RPC of one Raft group. Clients
+//! never send it; a broker answers it only for groups it hosts.
+//!
+//! ```text
+//! request:  group string | kind u8 (0 append, 1 vote, 2 snapshot) | payload bytes
+//! response: error_code u16 | error_message option<string> | payload bytes
+//! ```
+//! `group` names the Raft group (a partition's is `"<topic>-<partition>"`). `payload` is opaque to the
+//! protocol crate: the broker puts the serialized Raft request/response there (bincode 2 today). A non-zero
+//! `error_code` (e.g. UNKNOWN_TOPIC_OR_PARTITION for a group this broker does not host) comes with an empty
+//! payload. Byte strings decode as zero-copy slices of the received frame.
+use bytes::Bytes;
+
+use crate::wire_struct;
+
+/// `kind` of an AppendEntries RPC (heartbeats included).
+pub const RAFT_RPC_APPEND: u8 = 0;
+/// `kind` of a RequestVote RPC.
+pub const RAFT_RPC_VOTE: u8 = 1;
+/// `kind` of a full-snapshot install.
+pub const RAFT_RPC_SNAPSHOT: u8 = 2;
+
+wire_struct! {
+    pub struct RaftRpcRequest {
+        pub group: String,
+        pub kind: u8,
+        #[cfg_attr(test, proptest(strategy = "crate::wire::testing::arb_bytes()"))]
+        pub payload: Bytes,
+    }
+}
+
+wire_struct! {
+    pub struct RaftRpcResponse {
+        pub error_code: u16,
+        pub error_message: Option<String>,
+        #[cfg_attr(test, proptest(strategy = "crate::wire::testing::arb_bytes()"))]
+        pub payload: Bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testing::check_round_trip;
+    use proptest::prelude::*;
+    proptest! {
+        #[test] fn request(v in any::<RaftRpcRequest>()) { check_round_trip(&v)?; }
+        #[test] fn response(v in any::<RaftRpcResponse>()) { check_round_trip(&v)?; }
+    }
+
+    #[test]
+    fn payload_is_a_zero_copy_slice_of_the_frame() {
+        let req = RaftRpcRequest {
+            group: "t-0".into(),
+            kind: RAFT_RPC_APPEND,
+            payload: Bytes::from_static(b"entries"),
+        };
+        let b = crate::wire::to_bytes(&req);
+        let back: RaftRpcRequest = crate::wire::from_bytes(b.clone()).unwrap();
+        assert_eq!(back, req);
+        let start = b.as_ptr() as usize;
+        let p = back.payload.as_ptr() as usize;
+        assert!(p >= start && p + back.payload.len() <= start + b.len());
+    }
+}

@@ -348,6 +348,14 @@ fn cli_group_misuse_is_a_one_line_error() {
         &["consume", "m", "--group", "g", "--offset", "1"][..],
         &["consume", "m", "--group", "g", "--partition", "0"],
         &["consume", "m", "--no-commit"],
+        &[
+            "consume",
+            "no-such-topic",
+            "--group",
+            "g",
+            "--timeout-ms",
+            "100",
+        ],
         &["group", "describe", "never-seen"],
         &[
             "group",

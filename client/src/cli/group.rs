@@ -272,6 +272,8 @@ pub async fn consume(brokers: &str, out: Out, args: ConsumeArgs, group: &str) ->
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let cluster = connect(brokers).await?;
+    // Like the consumer without a group: an unknown topic is an error, not a silent wait.
+    cluster.topic(&args.topic).await?;
     let mut config = GroupConfig::new(group);
     config.auto_commit = !args.no_commit;
     config.offset_reset = if args.from_beginning {

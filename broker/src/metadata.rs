@@ -681,6 +681,18 @@ impl Registry {
         }
     }
 
+    /// The persisted form of the registry with `record` in place of the topic of the same name.
+    fn snapshot_replacing(&self, record: &TopicRecord) -> MetadataSnapshot {
+        let st = self.read();
+        let mut snap = self.snapshot(&st);
+        for t in &mut snap.topics {
+            if t.name == record.name {
+                *t = record.clone();
+            }
+        }
+        snap
+    }
+
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
     }
@@ -956,16 +968,7 @@ impl Registry {
         let mut partitions = old.partitions.clone();
         partitions.extend(added.iter().cloned());
         let topic = Arc::new(Topic { record, partitions });
-        let snap = {
-            let st = self.read();
-            let mut snap = self.snapshot(&st);
-            for t in &mut snap.topics {
-                if t.name == name {
-                    *t = topic.record.clone();
-                }
-            }
-            snap
-        };
+        let snap = self.snapshot_replacing(&topic.record);
         if let Err(e) = self.store.save(snap).await {
             shutdown_all(&added).await;
             self.remove_partition_dirs(name, current..new_total).await;
@@ -1057,16 +1060,7 @@ impl Registry {
             record,
             partitions: old.partitions.clone(),
         });
-        let snap = {
-            let st = self.read();
-            let mut snap = self.snapshot(&st);
-            for t in &mut snap.topics {
-                if t.name == name {
-                    *t = topic.record.clone();
-                }
-            }
-            snap
-        };
+        let snap = self.snapshot_replacing(&topic.record);
         self.store.save(snap).await.map_err(|e| {
             terr(
                 ErrorCode::StorageError,

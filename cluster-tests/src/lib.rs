@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub use cluster::Cluster;
+
 /// The workspace's target directory (honours `CARGO_TARGET_DIR`).
 pub fn target_dir() -> PathBuf {
     if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
@@ -54,8 +57,13 @@ pub struct Broker {
 impl Broker {
     /// Starts a single-node broker on a free port with its data under `dir`.
     pub fn start(dir: &Path, extra_args: &[&str]) -> Broker {
+        Broker::start_on(dir, free_port(), extra_args)
+    }
+
+    /// Starts a broker on `port` with its data under `dir`.
+    pub fn start_on(dir: &Path, port: u16, extra_args: &[&str]) -> Broker {
         let mut b = Broker {
-            port: free_port(),
+            port,
             data_dir: dir.join("data"),
             log_path: dir.join("broker.log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -151,7 +159,11 @@ impl Broker {
     pub fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let keep = std::env::var("RUNNEL_TEST_LOG_LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        lines[lines.len().saturating_sub(keep)..].join("\n")
     }
 }
 

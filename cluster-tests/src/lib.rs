@@ -1,8 +1,18 @@
 //! Multi-process test harness: real `runnel-broker` processes on loopback ports with their own data dirs,
 //! which tests can `kill -9`, SIGSTOP/SIGCONT and restart.
 //!
+//! # Layout
+//! - this file: the process harness ([`Broker`], [`binary`], [`free_port`]).
+//! - [`history`]: the JSONL history of operations `runnel-verify` records (events, writer, reader).
+//! - [`checker`]: the pure history checker ([`checker::check`] → [`checker::Report`]).
+//! - [`verify`]: the `runnel-verify` workload (`run`) and the final read through each broker (`check`).
+//!
 //! Invariants: every spawned process is killed and reaped when its [`Broker`] is dropped, so a failing test
 //! never leaks brokers; every wait is bounded by an explicit deadline.
+
+pub mod checker;
+pub mod history;
+pub mod verify;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

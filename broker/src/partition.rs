@@ -9,6 +9,7 @@
 //! ([`Partition::leader_changes`]); [`Partition::set_log_config`] changes segment and retention settings of
 //! the live log; [`Partition::log_stats`] gives segment count and bytes for metrics.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +20,7 @@ use runnel_protocol::batch::{RecordBatchHeader, BATCH_HEADER_LEN};
 use runnel_protocol::messages::produce::ACKS_NONE;
 use runnel_protocol::ErrorCode;
 
+use crate::raft::producers::SequenceCheck;
 use crate::raft::{GroupConfig, GroupError, Leadership, RaftGroup, RaftNet, Replication};
 use crate::storage::log::now_ms;
 use crate::storage::{PartitionLog, StorageError};
@@ -64,6 +66,10 @@ pub enum PartitionError {
     ShuttingDown,
     #[error("timed out")]
     Timeout,
+    #[error("producer {producer_id}: sequence {sequence} was already written but is no longer remembered")]
+    DuplicateSequence { producer_id: i64, sequence: i32 },
+    #[error("producer {producer_id}: epoch {epoch} is older than one already written")]
+    ProducerFenced { producer_id: i64, epoch: i16 },
 }
 
 impl PartitionError {
@@ -76,6 +82,8 @@ impl PartitionError {
             PartitionError::Storage(_) => ErrorCode::StorageError,
             PartitionError::ShuttingDown => ErrorCode::BrokerShuttingDown,
             PartitionError::Timeout => ErrorCode::RequestTimedOut,
+            PartitionError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
+            PartitionError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
         }
     }
 }
@@ -141,6 +149,15 @@ pub struct Partition {
     leader_changes: Arc<AtomicU64>,
     retention_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     leadership_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Idempotent batches being replicated, by producer id: a retry of one waits for its outcome
+    /// instead of writing it again. Held only to check and register, never across a commit.
+    in_flight: tokio::sync::Mutex<HashMap<i64, InFlightBatch>>,
+}
+
+/// An idempotent batch on its way through Raft.
+struct InFlightBatch {
+    first_seq: i32,
+    outcome: tokio::sync::watch::Receiver<Option<Result<u64, PartitionError>>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -224,6 +241,7 @@ impl Partition {
             leader_changes: Arc::new(AtomicU64::new(u64::from(first.leader.is_some()))),
             retention_task: Mutex::new(None),
             leadership_task: Mutex::new(None),
+            in_flight: tokio::sync::Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&p);
         let task = tokio::spawn(retention_loop(weak, options.retention_check_interval));
@@ -286,6 +304,13 @@ impl Partition {
         }
         let log_append_time_ms = now_ms();
         let wait = acks != ACKS_NONE;
+        if header.producer_id >= 0 && wait {
+            let base_offset = self.append_idempotent(batch, header).await?;
+            return Ok(AppendOutcome {
+                base_offset,
+                log_append_time_ms,
+            });
+        }
         let r = self
             .group
             .write(batch, header.record_count, header.max_timestamp, wait)
@@ -294,6 +319,70 @@ impl Partition {
             base_offset: r.unwrap_or(u64::MAX),
             log_append_time_ms,
         })
+    }
+
+    /// An idempotent producer's batch: written once whatever the retries. The leader first makes sure it
+    /// has applied everything committed before its term (so its producer table is complete), then a batch
+    /// already committed is answered with its original offset, a batch still being replicated is awaited,
+    /// and only a new one is proposed.
+    async fn append_idempotent(
+        &self,
+        batch: Bytes,
+        header: &RecordBatchHeader,
+    ) -> Result<u64, PartitionError> {
+        let (pid, seq) = (header.producer_id, header.base_sequence);
+        let mut in_flight = self.in_flight.lock().await;
+        self.group.catch_up_applied().await?;
+        if let Some(p) = in_flight.get(&pid).filter(|p| p.first_seq == seq) {
+            let mut rx = p.outcome.clone();
+            drop(in_flight);
+            let r = rx
+                .wait_for(|o| o.is_some())
+                .await
+                .map_err(|_| PartitionError::Timeout)?
+                .clone();
+            return r.unwrap_or(Err(PartitionError::Timeout));
+        }
+        match self
+            .group
+            .check_sequence(pid, header.producer_epoch, seq, header.record_count)
+        {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate { base_offset } => return Ok(base_offset),
+            SequenceCheck::DuplicateUnknown => {
+                return Err(PartitionError::DuplicateSequence {
+                    producer_id: pid,
+                    sequence: seq,
+                })
+            }
+            SequenceCheck::Fenced => {
+                return Err(PartitionError::ProducerFenced {
+                    producer_id: pid,
+                    epoch: header.producer_epoch,
+                })
+            }
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        in_flight.insert(
+            pid,
+            InFlightBatch {
+                first_seq: seq,
+                outcome: rx,
+            },
+        );
+        drop(in_flight);
+        let r: Result<u64, PartitionError> = self
+            .group
+            .write(batch, header.record_count, header.max_timestamp, true)
+            .await
+            .map(|o| o.unwrap_or(u64::MAX))
+            .map_err(PartitionError::from);
+        tx.send_replace(Some(r.clone()));
+        let mut in_flight = self.in_flight.lock().await;
+        if in_flight.get(&pid).is_some_and(|p| p.first_seq == seq) {
+            in_flight.remove(&pid);
+        }
+        r
     }
 
     /// First offset NOT yet committed.

@@ -116,6 +116,10 @@ pub struct ProducerConfig {
     /// batch may be written twice. `false` reports those records as failed instead (no duplicates from
     /// retries).
     pub retry_ambiguous: bool,
+    /// Idempotent writes (the default): the producer takes a random 63-bit producer id and numbers the
+    /// records of each partition; the partition leader writes a retried batch once and answers its
+    /// retries with the original offsets, across leader changes too. Safe with `retry_ambiguous`.
+    pub idempotent: bool,
 }
 
 impl Default for ProducerConfig {
@@ -128,6 +132,7 @@ impl Default for ProducerConfig {
             retries: PRODUCE_RETRIES_MAX,
             retry_backoff: RETRY_BACKOFF_DEFAULT,
             retry_ambiguous: true,
+            idempotent: true,
         }
     }
 }
@@ -334,6 +339,8 @@ struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
     in_flight: bool,
+    /// The sequence number of this partition's next record (idempotent producers).
+    next_seq: i32,
 }
 
 struct TopicState {
@@ -364,6 +371,8 @@ struct Inner {
     wake: Notify,
     /// Signalled whenever `outstanding` drops to zero.
     idle: Notify,
+    /// The idempotent producer id, if idempotence is on.
+    producer_id: Option<i64>,
 }
 
 /// Closes the producer when the last user handle goes; the sender then drains what is buffered and stops.
@@ -388,6 +397,7 @@ impl Producer {
     /// Starts a producer (and its sender task) on `cluster`. Must be called within a tokio runtime.
     pub fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
+        let producer_id = config.idempotent.then(new_producer_id);
         let inner = Arc::new(Inner {
             cluster,
             memory: Semaphore::new(config.buffer_memory_bytes),
@@ -396,6 +406,7 @@ impl Producer {
             memory_waiters: AtomicUsize::new(0),
             wake: Notify::new(),
             idle: Notify::new(),
+            producer_id,
         });
         tokio::spawn(run_sender(inner.clone()));
         Ok(Producer {
@@ -525,7 +536,7 @@ impl Producer {
             if o.builder.size_bytes() + size > batch_size
                 || o.builder.len() >= RECORDS_PER_BATCH_MAX
             {
-                close_open(q);
+                close_open(q, inner.producer_id);
                 wake = true;
             }
         }
@@ -554,7 +565,7 @@ impl Producer {
             waker_slot: None,
         };
         if open.builder.size_bytes() >= batch_size {
-            close_open(q);
+            close_open(q, inner.producer_id);
             wake = true;
         }
         drop(st);
@@ -610,8 +621,28 @@ impl Producer {
     }
 }
 
-fn close_open(q: &mut PartitionQueue) {
-    if let Some(o) = q.open.take() {
+/// A random non-negative producer id (63 bits: collisions between live producers are negligible).
+fn new_producer_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 1) as i64
+}
+
+/// Seals the open batch into the ready queue; with a producer id, numbers its records next in this
+/// partition's sequence (sealed batches are sent in order, one at a time, so sequences follow sends).
+fn close_open(q: &mut PartitionQueue, producer_id: Option<i64>) {
+    if let Some(mut o) = q.open.take() {
+        if let Some(pid) = producer_id {
+            let n = o.builder.len() as i32;
+            o.builder = o.builder.idempotent(pid, 0, q.next_seq);
+            q.next_seq = q.next_seq.wrapping_add(n);
+        }
         q.ready.push_back(ReadyBatch {
             bytes: o.builder.finish(),
             shared: o.shared,
@@ -651,7 +682,9 @@ fn collect(inner: &Inner, now: Instant) -> (Vec<InFlight>, Option<Instant>) {
             }
             if q.ready.is_empty() {
                 match &q.open {
-                    Some(o) if hurry || o.created + linger <= now => close_open(q),
+                    Some(o) if hurry || o.created + linger <= now => {
+                        close_open(q, inner.producer_id)
+                    }
                     Some(o) => {
                         earliest(o.created + linger);
                         continue;

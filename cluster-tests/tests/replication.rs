@@ -415,3 +415,79 @@ async fn a_replica_that_missed_purged_segments_converges() {
         p.log_start_offset, p.high_watermark
     );
 }
+
+/// Sends one batch to whoever leads `topic`-0 (following NOT_LEADER / leaderless answers, bounded) and
+/// returns its acknowledged base offset.
+async fn produce_raw(client: &Client, topic: &str, batch: &bytes::Bytes) -> u64 {
+    use runnel_protocol::messages::{
+        ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL,
+    };
+    use runnel_protocol::{Request, Response};
+    let req = Request::Produce(ProduceRequest {
+        acks: ACKS_ALL,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopicData {
+            name: topic.into(),
+            partitions: vec![ProducePartitionData {
+                partition: 0,
+                batch: batch.clone(),
+            }],
+        }],
+    });
+    let deadline = Instant::now() + START;
+    loop {
+        assert!(Instant::now() < deadline, "no leader accepted the batch");
+        let Some(leader) = leader_of(client, topic, 0).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(conn) = client.connection(leader).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if let Ok(Response::Produce(r)) = conn.request(&req, Duration::from_secs(15)).await {
+            let p = &r.topics[0].partitions[0];
+            if p.error_code == 0 {
+                return p.base_offset;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Acceptance 5: the same idempotent batch (producer id, sequence) sent again after a leader change is
+/// answered with its first offset and not written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_idempotent_batch_is_not_written_twice_across_a_leader_change() {
+    use runnel_protocol::batch::RecordBatchBuilder;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(dir.path(), &rf3("idem", 1), &[]).await;
+    let batch = |seq: i32| {
+        let mut b = RecordBatchBuilder::new(1024).idempotent(4242, 0, seq);
+        for i in 0..10 {
+            b.push(0, None, format!("r-{}", seq + i).as_bytes(), &[]);
+        }
+        b.finish()
+    };
+    let first = batch(0);
+    let at = produce_raw(&client, "idem", &first).await;
+    assert_eq!(
+        produce_raw(&client, "idem", &first).await,
+        at,
+        "same leader"
+    );
+    let leader = leader_of(&client, "idem", 0).await.expect("leader");
+    c.node(leader).kill9();
+    assert_eq!(
+        produce_raw(&client, "idem", &first).await,
+        at,
+        "a retry after the leader change is answered with the first offset"
+    );
+    let next = produce_raw(&client, "idem", &batch(10)).await;
+    assert_eq!(next, at + 10, "the retry wrote nothing");
+    let m = client.refresh_metadata().await.expect("metadata");
+    assert_eq!(
+        m.topic("idem").expect("topic").partitions[0].high_watermark,
+        at + 20
+    );
+}

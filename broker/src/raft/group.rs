@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::errors::{ClientWriteError, InitializeError, RaftError};
+use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
@@ -135,6 +135,8 @@ pub struct RaftGroup {
     leadership: watch::Receiver<Leadership>,
     /// Set for multi-voter groups: where the group is registered for incoming RPCs.
     registered: Option<Replication>,
+    /// The last term in which [`RaftGroup::catch_up_applied`] completed.
+    caught_up_term: std::sync::atomic::AtomicU64,
 }
 
 /// How a multi-voter group reaches its peers: the broker's [`RaftNet`] and the group's name there
@@ -238,6 +240,7 @@ impl RaftGroup {
             node_id,
             registered,
             leadership,
+            caught_up_term: std::sync::atomic::AtomicU64::new(u64::MAX),
         };
         if let Err(e) = group.start(voters, &cfg, &log).await {
             let _ = group.shutdown().await;
@@ -367,6 +370,51 @@ impl RaftGroup {
     /// The current leader and term, changing whenever either changes.
     pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
         self.leadership.clone()
+    }
+
+    /// Waits, once per term, until this leader has applied everything committed before its term (a read
+    /// index round), so state folded from the log (the producer table) is complete.
+    pub async fn catch_up_applied(&self) -> Result<(), GroupError> {
+        let term = self.term();
+        if self
+            .caught_up_term
+            .load(std::sync::atomic::Ordering::Acquire)
+            == term
+        {
+            return Ok(());
+        }
+        match self
+            .raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(_) => {
+                self.caught_up_term
+                    .store(term, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(GroupError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(GroupError::Timeout(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal_to_error(&self.shared.log, e)),
+        }
+    }
+
+    /// Checks an idempotent batch against the committed producer table.
+    pub fn check_sequence(
+        &self,
+        pid: i64,
+        epoch: i16,
+        first_seq: i32,
+        count: u32,
+    ) -> super::producers::SequenceCheck {
+        match self.shared.producers.lock() {
+            Ok(t) => t.check(pid, epoch, first_seq, count),
+            Err(p) => p.into_inner().check(pid, epoch, first_seq, count),
+        }
     }
 
     /// Starts an election at once (used by a partition's preferred replica so leaders spread evenly).

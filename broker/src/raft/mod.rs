@@ -3,12 +3,14 @@
 //! - [`types`]: the `PartitionRaft` type config (D = a record batch entry, R = its base offset).
 //! - [`log_store`]: openraft's `RaftLogStorage` + `RaftLogReader` over the segment log.
 //! - [`state_machine`]: the high-watermark state machine whose snapshot is the retention boundary (trap T6).
+//! - [`producers`]: the idempotent producers' last sequences, folded from applied batches.
 //! - [`network`]: Raft RPCs between brokers: one pipelined connection per peer, a registry of local groups.
 //! - [`group`]: [`group::RaftGroup`], the handle `partition.rs` uses; it exposes no openraft type.
 
 pub mod group;
 pub mod log_store;
 pub mod network;
+pub mod producers;
 pub mod state_machine;
 pub mod types;
 

@@ -32,13 +32,38 @@ pub struct PartitionShared {
     pub log: PartitionLog,
     /// The high watermark: first offset not yet committed.
     pub hwm: watch::Sender<u64>,
+    /// Idempotent producers' last batches, folded from applied entries.
+    pub producers: std::sync::Mutex<super::producers::ProducerTable>,
 }
 
 impl PartitionShared {
     pub fn new(log: PartitionLog) -> Arc<PartitionShared> {
         let start = log.bounds().log_start_offset;
         let (hwm, _) = watch::channel(start);
-        Arc::new(PartitionShared { log, hwm })
+        Arc::new(PartitionShared {
+            log,
+            hwm,
+            producers: std::sync::Mutex::new(Default::default()),
+        })
+    }
+
+    /// Records an applied batch of an idempotent producer.
+    fn record_producer(&self, b: &super::types::RecordBatch) {
+        let Ok(h) = runnel_protocol::batch::RecordBatchHeader::parse(&b.payload) else {
+            return;
+        };
+        if h.producer_id < 0 {
+            return;
+        }
+        if let Ok(mut t) = self.producers.lock() {
+            t.record(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.record_count,
+                b.base_offset,
+            );
+        }
     }
 
     fn raise_hwm(&self, to: u64) {
@@ -182,6 +207,7 @@ impl RaftStateMachine<PartitionRaft> for HwmStateMachine {
             self.applied = Some(entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Normal(b) => {
+                    self.shared.record_producer(&b);
                     self.shared.raise_hwm(b.base_offset + b.record_count as u64);
                     Appended {
                         base_offset: b.base_offset,

@@ -61,13 +61,14 @@ trap cleanup EXIT
 
 cli() { timeout "$CALL_TIMEOUT_S" "$CLI" "$@"; }
 
-# health_of SERVICE: the container's health status (starting, healthy, unhealthy) or "absent".
+# health_of SERVICE: the container's health status (starting, healthy, unhealthy) while it runs, else its state
+# (exited, created, ...), or "absent".
 health_of() {
   local id
   id=$(compose ps -q "$1" 2>/dev/null || true)
   [ -n "$id" ] || { echo absent; return; }
-  docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null \
-    || echo absent
+  docker inspect --format '{{if ne .State.Status "running"}}{{.State.Status}}{{else if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' \
+    "$id" 2>/dev/null || echo absent
 }
 
 # wait_healthy SERVICE...: until every one reports healthy, at most HEALTHY_WAIT_S.
@@ -75,7 +76,13 @@ wait_healthy() {
   local end=$((SECONDS + HEALTHY_WAIT_S)) s all
   while [ "$SECONDS" -lt "$end" ]; do
     all=1
-    for s in "$@"; do [ "$(health_of "$s")" = healthy ] || all=0; done
+    for s in "$@"; do
+      case "$(health_of "$s")" in
+        healthy) ;;
+        exited | dead) log "$s has stopped"; return 1 ;;
+        *) all=0 ;;
+      esac
+    done
     [ "$all" = 1 ] && return 0
     sleep "$POLL_INTERVAL_S"
   done
@@ -145,7 +152,7 @@ fi
 STEP="up"
 STARTED=1
 compose up -d >&2 || fail "compose up failed"
-wait_healthy "${SERVICES[@]}" || fail "brokers not healthy within ${HEALTHY_WAIT_S}s"
+wait_healthy "${SERVICES[@]}" || fail "brokers not healthy (one stopped, or not within ${HEALTHY_WAIT_S}s)"
 
 STEP="cluster info"
 cli --brokers 127.0.0.1:9292 cluster info >&2 || fail "cluster info failed"
@@ -180,7 +187,7 @@ consume_all "$RECORDS"
 
 STEP="restart runnel-1"
 compose start runnel-1 >&2 || fail "compose start runnel-1 failed"
-wait_healthy runnel-1 || fail "runnel-1 not healthy within ${HEALTHY_WAIT_S}s of its restart"
+wait_healthy runnel-1 || fail "runnel-1 not healthy after its restart (stopped, or not within ${HEALTHY_WAIT_S}s)"
 wait_settled 127.0.0.1:9292 3 || fail "runnel-1 did not rejoin and catch up within ${SETTLE_WAIT_S}s"
 consume_all "$RECORDS"
 

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::topic_views;
 use crate::metadata::OpenProgress;
 use crate::server::{Broker, Metrics};
 
@@ -115,21 +116,27 @@ pub fn cluster_json(b: &Broker) -> Value {
     let (mut partitions, mut leaderless, mut under_replicated) = (0usize, Vec::new(), Vec::new());
     let topics = b.registry.topics();
     for t in &topics {
-        for (i, p) in t.partitions.iter().enumerate() {
+        for v in topic_views(b, t) {
             partitions += 1;
-            let id = json!({"topic": t.record.name, "partition": i});
-            if p.leader().is_none() {
-                // On a single node a partition without a leader has no replica in sync either.
+            let id = json!({"topic": t.record.name, "partition": v.partition});
+            if v.leader.is_none() {
                 leaderless.push(id.clone());
+            }
+            if v.leader.is_none() || v.under_replicated() {
                 under_replicated.push(id);
             }
         }
     }
+    let (brokers, controller) = crate::handlers::metadata::brokers(b);
+    let brokers: Vec<Value> = brokers
+        .into_iter()
+        .map(|m| json!({"node_id": m.node_id, "host": m.host, "port": m.port}))
+        .collect();
     json!({
         "cluster_id": b.registry.cluster_id(),
         "node_id": node_id,
-        "controller_id": node_id,
-        "brokers": [{"node_id": node_id, "host": b.advertised_host, "port": b.advertised_port}],
+        "controller_id": controller,
+        "brokers": brokers,
         "topics": topics.len(),
         "partitions": partitions,
         "leaderless": leaderless,
@@ -150,24 +157,17 @@ pub fn partitions_json(b: &Broker) -> Value {
             .into_iter()
             .map(|(k, v)| (k, Value::String(v)))
             .collect();
-        for (i, p) in t.partitions.iter().enumerate() {
-            let replicas = t.record.assignments.get(i).cloned().unwrap_or_default();
-            let leader = p.leader();
-            let in_sync = if leader.is_some() {
-                replicas.clone()
-            } else {
-                Vec::new()
-            };
+        for v in topic_views(b, &t) {
             rows.push(json!({
                 "topic": t.record.name,
-                "partition": i,
-                "leader": leader,
-                "leader_term": p.term(),
-                "replicas": replicas,
-                "in_sync": in_sync,
-                "high_watermark": p.high_watermark(),
-                "log_start_offset": p.log_start_offset(),
-                "log_end_offset": p.log_end_offset(),
+                "partition": v.partition,
+                "leader": v.leader,
+                "leader_term": v.term,
+                "replicas": v.replicas,
+                "in_sync": v.caught_up,
+                "high_watermark": v.high_watermark,
+                "log_start_offset": v.log_start_offset,
+                "log_end_offset": v.log_end_offset,
                 "configs": configs,
             }));
         }

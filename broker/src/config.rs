@@ -98,7 +98,7 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log format on stderr, text or json; levels come from RUST_LOG (unset: "info,openraft=warn").
+    /// Log format on stderr, text or json; levels come from RUST_LOG (unset: "info,openraft=error").
     /// [default: text]
     #[arg(long, env = "RUNNEL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -5,7 +5,9 @@
 //! - [`server`]: [`server::Server::start`] / [`server::ServerHandle`], the TCP listener, connections
 //!   (framing, pipelining, back-pressure) and metrics.
 //! - [`handlers`]: one module per API, from decoded request to response body.
-//! - [`metadata`]: the topic registry (persisted crash-safely) and the open partitions.
+//! - [`metadata`]: the topic registry (a crash-safe file on one node; the metadata group's committed
+//!   snapshots in a cluster) and the open partitions.
+//! - [`cluster`]: the metadata group (controller) and leader gossip of a multi-node cluster.
 //! - [`partition`]: the seam to storage and Raft that handlers program against.
 //! - [`storage`]: the memory-mapped segment log that is also the Raft log.
 //! - [`raft`]: the openraft glue; the only module that names openraft types.
@@ -13,6 +15,7 @@
 //! - [`groups`]: consumer-group membership, assignment and committed offsets.
 
 pub mod admin_http;
+pub mod cluster;
 pub mod config;
 pub mod groups;
 pub mod handlers;

@@ -9,9 +9,10 @@ use runnel_broker::config::{BrokerConfig, LogFormat};
 use runnel_broker::Server;
 use tracing_subscriber::EnvFilter;
 
-/// The log filter when `RUST_LOG` is not set: our own events at info, openraft's only from warn (it logs
-/// every election step of every partition at info).
-const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+/// The log filter when `RUST_LOG` is not set: our own events at info (one line per leadership change),
+/// openraft's only from error (at info it logs every election step, at warn every failed heartbeat of every
+/// partition to a down peer, several lines per second per partition).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=error";
 
 fn init_logging(format: LogFormat) {
     let filter =

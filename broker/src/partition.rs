@@ -319,6 +319,11 @@ impl Partition {
         self.check_open()?;
         let hwm = self.high_watermark();
         let log_start = self.log_start_offset();
+        // Past the high watermark but within the log: committed elsewhere, not yet applied here (e.g. a
+        // leader just elected): nothing to read yet, not an error.
+        if offset > hwm && offset <= self.log_end_offset() {
+            return Ok(Vec::new());
+        }
         if offset < log_start || offset > hwm {
             return Err(PartitionError::OffsetOutOfRange {
                 offset,
@@ -354,6 +359,27 @@ impl Partition {
 
     pub fn term(&self) -> u64 {
         self.group.term()
+    }
+
+    /// Starts an election now (the preferred replica of a new partition does, so leaders spread).
+    pub async fn campaign(&self) -> Result<(), PartitionError> {
+        self.check_open()?;
+        Ok(self.group.campaign().await?)
+    }
+
+    /// Hands leadership to `to` if this replica leads (drain before a restart).
+    pub async fn transfer_leadership(&self, to: u32) -> Result<(), PartitionError> {
+        self.check_open()?;
+        Ok(self.group.transfer_leadership(u64::from(to)).await?)
+    }
+
+    /// On the leader: (replica, entries it is behind), the leader included at 0; `None` elsewhere.
+    pub fn replica_lag(&self) -> Option<Vec<(u32, u64)>> {
+        self.group.replica_lag().map(|v| {
+            v.into_iter()
+                .filter_map(|(n, lag)| u32::try_from(n).ok().map(|n| (n, lag)))
+                .collect()
+        })
     }
 
     /// New leaderships (another leader, or a new term) seen since the partition was opened, the first

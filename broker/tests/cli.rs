@@ -150,7 +150,7 @@ fn help_lists_every_setting() {
 }
 
 #[test]
-fn multi_node_peers_exit_with_a_clear_error() {
+fn peers_without_this_node_exit_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = broker()
         .args([
@@ -158,6 +158,8 @@ fn multi_node_peers_exit_with_a_clear_error() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--node-id",
+            "3",
             "--peers",
         ])
         .arg("1@127.0.0.1:9292,2@127.0.0.1:9293")
@@ -165,12 +167,10 @@ fn multi_node_peers_exit_with_a_clear_error() {
         .arg(dir.path().join("d"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // Configuration errors exit 2, naming the key.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("multi-node replication is not implemented yet"),
-        "{err}"
-    );
+    assert!(err.contains("must include this node (node-id 3)"), "{err}");
 }
 
 #[test]

@@ -435,7 +435,7 @@ async fn alter_configs_applies_to_live_partitions_and_persists() {
     assert_eq!(cfg["retention.ms"], "3600000");
     assert_eq!(cfg["segment.bytes"], "33554432");
     let topic = b.handle.broker().registry.topic("t").unwrap();
-    for p in &topic.partitions {
+    for p in topic.local() {
         let lc = p.log_config();
         assert_eq!(
             (lc.retention_ms, lc.segment_bytes),

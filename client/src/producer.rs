@@ -53,10 +53,10 @@ pub const BUFFER_MEMORY_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Largest `buffer_memory_bytes` (the semaphore counts permits in `u32` steps).
 pub const BUFFER_MEMORY_BYTES_MAX: usize = 1 << 31;
 /// Most times a batch is re-sent after a retriable error.
-pub const PRODUCE_RETRIES_MAX: u32 = 10;
+pub const PRODUCE_RETRIES_MAX: u32 = 30;
 /// Default first retry backoff; doubles per attempt up to [`RETRY_BACKOFF_MAX`].
 pub const RETRY_BACKOFF_DEFAULT: Duration = Duration::from_millis(100);
-pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// How many replicas must have a batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

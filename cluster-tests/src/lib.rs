@@ -1,13 +1,26 @@
 //! Multi-process test harness: real `runnel-broker` processes on loopback ports with their own data dirs,
 //! which tests can `kill -9`, SIGSTOP/SIGCONT and restart.
 //!
+//! # Layout
+//! - this file: the process harness ([`Broker`], [`binary`], [`free_port`]).
+//! - [`history`]: the JSONL history of operations `runnel-verify` records (events, writer, reader).
+//! - [`checker`]: the pure history checker ([`checker::check`] → [`checker::Report`]).
+//! - [`verify`]: the `runnel-verify` workload (`run`) and the final read through each broker (`check`).
+//!
 //! Invariants: every spawned process is killed and reaped when its [`Broker`] is dropped, so a failing test
 //! never leaks brokers; every wait is bounded by an explicit deadline.
+
+pub mod checker;
+pub mod history;
+pub mod verify;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+pub mod cluster;
+pub use cluster::Cluster;
 
 /// The workspace's target directory (honours `CARGO_TARGET_DIR`).
 pub fn target_dir() -> PathBuf {
@@ -54,8 +67,13 @@ pub struct Broker {
 impl Broker {
     /// Starts a single-node broker on a free port with its data under `dir`.
     pub fn start(dir: &Path, extra_args: &[&str]) -> Broker {
+        Broker::start_on(dir, free_port(), extra_args)
+    }
+
+    /// Starts a broker on `port` with its data under `dir`.
+    pub fn start_on(dir: &Path, port: u16, extra_args: &[&str]) -> Broker {
         let mut b = Broker {
-            port: free_port(),
+            port,
             data_dir: dir.join("data"),
             log_path: dir.join("broker.log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -151,7 +169,11 @@ impl Broker {
     pub fn log_tail(&self) -> String {
         let s = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let keep = std::env::var("RUNNEL_TEST_LOG_LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30);
+        lines[lines.len().saturating_sub(keep)..].join("\n")
     }
 }
 

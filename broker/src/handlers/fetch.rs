@@ -38,7 +38,7 @@ struct Slot {
     partition: u32,
     offset: u64,
     max_bytes: usize,
-    part: Option<Arc<Partition>>,
+    part: Result<Arc<Partition>, super::Unservable>,
 }
 
 /// The response budget for record bytes.
@@ -90,17 +90,20 @@ fn read_all(slots: &[Slot], budget: usize) -> (Vec<FetchPartitionResponse>, usiz
     let mut any_error = false;
     let mut out = Vec::with_capacity(slots.len());
     for s in slots {
-        let Some(p) = &s.part else {
-            any_error = true;
-            out.push(error_entry(
-                s.partition,
-                ErrorCode::UnknownTopicOrPartition,
-                "this topic or partition does not exist".into(),
-                0,
-                0,
-                None,
-            ));
-            continue;
+        let p = match &s.part {
+            Ok(p) => p,
+            Err((code, message, hint)) => {
+                any_error = true;
+                out.push(error_entry(
+                    s.partition,
+                    *code,
+                    message.clone(),
+                    0,
+                    0,
+                    *hint,
+                ));
+                continue;
+            }
         };
         let hwm = p.high_watermark();
         let log_start = p.log_start_offset();
@@ -206,13 +209,13 @@ pub async fn handle(
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes as usize,
-                part: broker.registry.partition(&t.name, p.partition).ok(),
+                part: super::leader_partition(broker, &t.name, p.partition),
             })
         })
         .collect();
     let mut watches: Vec<Option<watch::Receiver<u64>>> = slots
         .iter()
-        .map(|s| s.part.as_ref().map(|p| p.watch_high_watermark()))
+        .map(|s| s.part.as_ref().ok().map(|p| p.watch_high_watermark()))
         .collect();
     let entries = loop {
         for w in watches.iter_mut().flatten() {

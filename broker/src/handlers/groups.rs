@@ -91,11 +91,21 @@ async fn coordinator(broker: &Arc<Broker>) -> Result<Arc<Coordinator>, ErrorResp
                 .registry
                 .topic(OFFSETS_TOPIC)
                 .ok_or_else(|| unavailable(format!("{OFFSETS_TOPIC} vanished")))?;
+            // Every broker hosts every offsets partition while their replication factor equals the
+            // broker count (the default up to three brokers); other layouts are not served yet.
             let logs: Vec<Arc<dyn OffsetsLog>> = topic
                 .partitions
                 .iter()
-                .map(|p| Arc::new(PartitionOffsetsLog(p.clone())) as Arc<dyn OffsetsLog>)
-                .collect();
+                .map(|p| {
+                    p.clone()
+                        .map(|p| Arc::new(PartitionOffsetsLog(p)) as Arc<dyn OffsetsLog>)
+                        .ok_or_else(|| {
+                            unavailable(format!(
+                                "this broker hosts no replica of some {OFFSETS_TOPIC} partition"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
             let c = Arc::new(
                 Coordinator::load(logs)
                     .map_err(|(_, m)| unavailable(format!("replaying offsets: {m}")))?,

@@ -44,12 +44,8 @@ pub fn handle(broker: &Broker, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .partitions
                 .iter()
                 .map(|q| {
-                    let r = match broker.registry.partition(&t.name, q.partition) {
-                        Err(_) => Err((
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("topic {:?} has no partition {}", t.name, q.partition),
-                            None,
-                        )),
+                    let r = match super::leader_partition(broker, &t.name, q.partition) {
+                        Err(e) => Err(e),
                         Ok(p) => match q.timestamp {
                             EARLIEST => Ok(p.log_start_offset()),
                             LATEST => Ok(p.high_watermark()),

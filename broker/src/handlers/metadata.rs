@@ -1,43 +1,34 @@
-//! Metadata: this node as the only broker and controller, and for each requested topic (all when the request
-//! names none) its partitions with leader, term, replicas, in-sync replicas, offsets, and effective configs.
+//! Metadata: the brokers (from `--peers`), the controller (the metadata group's leader; this node on a single
+//! node), and for each requested topic (all when the request names none) its partitions with leader, term,
+//! replicas, caught-up replicas, offsets, and effective configs — from the local replica or leader gossip
+//! (see [`crate::cluster::view`]).
 
 use runnel_protocol::messages::{
     BrokerMeta, MetadataRequest, MetadataResponse, PartitionMeta, TopicMeta,
 };
 use runnel_protocol::ErrorCode;
 
+use crate::cluster::topic_views;
 use crate::metadata::Topic;
 use crate::server::Broker;
 
 fn topic_meta(broker: &Broker, t: &Topic) -> TopicMeta {
-    let partitions = t
-        .partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let replicas = t.record.assignments.get(i).cloned().unwrap_or_default();
-            let leader = p.leader();
-            // A single node: its replica is in sync while it serves the partition.
-            let in_sync = if leader.is_some() {
-                replicas.clone()
+    let partitions = topic_views(broker, t)
+        .into_iter()
+        .map(|v| PartitionMeta {
+            partition: v.partition,
+            error_code: if v.leader.is_some() {
+                ErrorCode::None.as_u16()
             } else {
-                Vec::new()
-            };
-            PartitionMeta {
-                partition: i as u32,
-                error_code: if leader.is_some() {
-                    ErrorCode::None.as_u16()
-                } else {
-                    ErrorCode::LeaderNotAvailable.as_u16()
-                },
-                leader,
-                leader_term: p.term(),
-                replicas,
-                in_sync,
-                high_watermark: p.high_watermark(),
-                log_start_offset: p.log_start_offset(),
-                log_end_offset: p.log_end_offset(),
-            }
+                ErrorCode::LeaderNotAvailable.as_u16()
+            },
+            leader: v.leader,
+            leader_term: v.term,
+            replicas: v.replicas,
+            in_sync: v.caught_up,
+            high_watermark: v.high_watermark,
+            log_start_offset: v.log_start_offset,
+            log_end_offset: v.log_end_offset,
         })
         .collect();
     TopicMeta {
@@ -49,8 +40,46 @@ fn topic_meta(broker: &Broker, t: &Topic) -> TopicMeta {
     }
 }
 
-pub fn handle(broker: &Broker, req: MetadataRequest) -> MetadataResponse {
+/// The brokers of the cluster (from `--peers`; this node alone on a single node) and the controller.
+pub fn brokers(broker: &Broker) -> (Vec<BrokerMeta>, Option<u32>) {
     let node_id = broker.registry.node_id();
+    match broker.registry.cluster() {
+        None => (
+            vec![BrokerMeta {
+                node_id,
+                host: broker.advertised_host.clone(),
+                port: broker.advertised_port,
+            }],
+            Some(node_id),
+        ),
+        Some(c) => {
+            let list = broker
+                .config
+                .peers
+                .iter()
+                .map(|p| {
+                    if p.node_id == node_id {
+                        return BrokerMeta {
+                            node_id,
+                            host: broker.advertised_host.clone(),
+                            port: broker.advertised_port,
+                        };
+                    }
+                    let (host, port) = crate::server::split_host_port(&p.addr)
+                        .unwrap_or_else(|| (p.addr.clone(), 0));
+                    BrokerMeta {
+                        node_id: p.node_id,
+                        host,
+                        port,
+                    }
+                })
+                .collect();
+            (list, c.controller.leader())
+        }
+    }
+}
+
+pub fn handle(broker: &Broker, req: MetadataRequest) -> MetadataResponse {
     let topics = match req.topics {
         None => broker
             .registry
@@ -70,14 +99,11 @@ pub fn handle(broker: &Broker, req: MetadataRequest) -> MetadataResponse {
             })
             .collect(),
     };
+    let (brokers, controller_id) = brokers(broker);
     MetadataResponse {
-        cluster_id: broker.registry.cluster_id().to_string(),
-        controller_id: Some(node_id),
-        brokers: vec![BrokerMeta {
-            node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
-        }],
+        cluster_id: broker.registry.cluster_id(),
+        controller_id,
+        brokers,
         topics,
     }
 }

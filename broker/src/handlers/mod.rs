@@ -15,9 +15,52 @@ pub mod produce;
 
 use std::sync::Arc;
 
-use runnel_protocol::{ErrorResponse, Request, Response};
+use runnel_protocol::{ErrorCode, ErrorResponse, Request, Response};
 
+use crate::metadata::LookupError;
+use crate::partition::Partition;
 use crate::server::Broker;
+
+/// Why a partition cannot be served here: the code, a message, and the leader to try instead.
+pub type Unservable = (ErrorCode, String, Option<u32>);
+
+/// This broker's replica of `topic`-`partition` if it leads it (produce, fetch and list-offsets are served
+/// by the leader only); otherwise NOT_LEADER with the leader this broker knows of, or
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub fn leader_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<Partition>, Unservable> {
+    let not_leader = |hint: Option<u32>| {
+        (
+            ErrorCode::NotLeader,
+            format!(
+                "node {} does not lead {topic}-{partition} (leader: {})",
+                broker.registry.node_id(),
+                hint.map_or("unknown".to_string(), |h| format!("node {h}"))
+            ),
+            hint,
+        )
+    };
+    let hint = || {
+        broker
+            .registry
+            .topic(topic)
+            .and_then(|t| crate::cluster::partition_view(broker, &t, partition as usize).leader)
+    };
+    match broker.registry.partition(topic, partition) {
+        Ok(p) if p.is_leader() => Ok(p),
+        Ok(_) | Err(LookupError::NotHosted) => Err(not_leader(
+            hint().filter(|h| *h != broker.registry.node_id()),
+        )),
+        Err(LookupError::UnknownTopicOrPartition) => Err((
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic {topic:?} has no partition {partition}"),
+            None,
+        )),
+    }
+}
 
 /// Dispatches one request to its handler.
 pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, ErrorResponse> {
@@ -54,9 +97,32 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
         Request::DescribeGroup(r) => groups::describe_group(broker, r)
             .await
             .map(Response::DescribeGroup),
-        Request::RaftRpc(r) => Ok(Response::RaftRpc(broker.raft.handle(r).await)),
+        Request::RaftRpc(r) => Ok(Response::RaftRpc(raft_rpc(broker, r).await)),
         Request::AlterConfigs(r) => Ok(Response::AlterConfigs(
             alter_configs::handle(broker, r).await,
         )),
+    }
+}
+
+/// Broker-to-broker RPCs: Raft messages go to the group they name; metadata proposals to the controller;
+/// leader-gossip asks are answered from the local partitions.
+async fn raft_rpc(
+    broker: &Arc<Broker>,
+    r: runnel_protocol::messages::raft_rpc::RaftRpcRequest,
+) -> runnel_protocol::messages::raft_rpc::RaftRpcResponse {
+    use runnel_protocol::messages::raft_rpc::{
+        RaftRpcResponse, RAFT_RPC_LEADERS, RAFT_RPC_METADATA_PROPOSE,
+    };
+    match r.kind {
+        RAFT_RPC_LEADERS => crate::cluster::gossip::handle_leaders(broker),
+        RAFT_RPC_METADATA_PROPOSE => match broker.registry.cluster() {
+            Some(c) => c.controller.handle_propose(r).await,
+            None => RaftRpcResponse {
+                error_code: runnel_protocol::ErrorCode::InvalidRequest.as_u16(),
+                error_message: Some("this broker is not part of a cluster".into()),
+                payload: bytes::Bytes::new(),
+            },
+        },
+        _ => broker.raft.handle(r).await,
     }
 }

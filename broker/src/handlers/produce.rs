@@ -59,16 +59,9 @@ async fn produce_one(
     timeout_ms: u32,
 ) -> ProducePartitionResponse {
     let pid = data.partition;
-    let partition = match broker.registry.partition(topic, pid) {
+    let partition = match super::leader_partition(broker, topic, pid) {
         Ok(p) => p,
-        Err(_) => {
-            return failed(
-                pid,
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {topic:?} has no partition {pid}"),
-                None,
-            )
-        }
+        Err((code, message, hint)) => return failed(pid, code, message, hint),
     };
     let header = match batch::validate(&data.batch) {
         Ok(h) => h,

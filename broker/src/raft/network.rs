@@ -72,6 +72,12 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Longest a full-snapshot install may take (snapshots are tiny: the retention boundary only).
 pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an AppendEntries carrying entries may take (heartbeats keep openraft's short TTL).
+pub const APPEND_WITH_ENTRIES_TTL: Duration = Duration::from_secs(10);
+/// Most entries (record batches of up to `BATCH_SIZE_BYTES_MAX` each) in one AppendEntries, so that the
+/// request always fits in one frame.
+pub const ENTRIES_PER_APPEND_MAX: u64 =
+    (FRAME_SIZE_MAX / runnel_protocol::limits::BATCH_SIZE_BYTES_MAX) as u64 - 1;
 /// Largest RaftRpc payload decoded (bincode's allocation limit); the frame bound caps it anyway.
 pub const RPC_PAYLOAD_MAX: usize = FRAME_SIZE_MAX;
 /// The client id RaftRpc requests carry.
@@ -717,7 +723,13 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
         rpc: AppendEntriesRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        let ttl = option.hard_ttl();
+        // openraft's TTL is the heartbeat interval: right for heartbeats, far too short for a catch-up
+        // payload of several batches (encode, send, fsync on the follower).
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(APPEND_WITH_ENTRIES_TTL)
+        };
         self.call(RAFT_RPC_APPEND, rpc, ttl).await.map_err(|e| {
             to_rpc_error(
                 e,

@@ -546,19 +546,20 @@ impl Metrics {
         let (mut partitions, mut leaderless, mut under_replicated) = (0i64, 0i64, 0i64);
         for t in b.registry.topics() {
             for (i, p) in t.partitions.iter().enumerate() {
+                // Per-partition series describe the replicas this broker hosts.
+                let Some(p) = p else { continue };
                 partitions += 1;
                 let labels = PartitionLabels {
                     topic: t.record.name.clone(),
                     partition: i as u32,
                 };
-                let leader = p.leader();
-                let replicas = t.record.assignments.get(i).map_or(1, Vec::len);
-                // A single node: its replica is in sync while the partition has a leader (as Metadata says).
-                let in_sync = if leader.is_some() { replicas } else { 0 };
+                let view = crate::cluster::partition_view(b, &t, i);
+                let leader = view.leader;
                 if leader.is_none() {
                     leaderless += 1;
                 }
-                if in_sync < replicas {
+                // Counted where the leader is (it alone knows its followers' progress), or when leaderless.
+                if leader.is_none() || (p.is_leader() && view.under_replicated()) {
                     under_replicated += 1;
                 }
                 let stats = p.log_stats();

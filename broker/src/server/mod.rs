@@ -52,8 +52,8 @@ pub const LOCK_FILE: &str = ".lock";
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("--peers names other nodes ({0}): multi-node replication is not implemented yet")]
-    MultiNode(String),
+    #[error("opening the cluster metadata log: {0}")]
+    Controller(crate::partition::PartitionError),
     #[error("data dir {path}: {error}")]
     DataDir {
         path: PathBuf,
@@ -111,6 +111,10 @@ pub struct Broker {
     pub groups: tokio::sync::OnceCell<Arc<crate::groups::coordinator::Coordinator>>,
     /// Raft RPCs between brokers: peer connections and the registry of local Raft groups.
     pub raft: Arc<crate::raft::RaftNet>,
+    /// Cluster mode: who leads the partitions this broker does not host (from leader gossip).
+    pub leaders: crate::cluster::gossip::LeaderHints,
+    /// Cancelled at shutdown: stops the metadata applier, gossip and bootstrap tasks.
+    background: CancellationToken,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -139,6 +143,14 @@ impl Broker {
         if self.is_draining() {
             return Err("draining: the broker is shutting down".into());
         }
+        if let Some(c) = self.registry.cluster() {
+            if c.controller.leader().is_none() {
+                return Err("no controller elected yet".into());
+            }
+            if self.registry.epoch() == 0 {
+                return Err("the cluster metadata is not initialized yet".into());
+            }
+        }
         if let Some((t, p)) = self.registry.leaderless_partition() {
             return Err(format!("partition {t}-{p} has no leader"));
         }
@@ -147,7 +159,7 @@ impl Broker {
 }
 
 /// Splits an advertised `HOST:PORT` (brackets around an IPv6 host are dropped).
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -180,15 +192,6 @@ impl Server {
     /// admin HTTP endpoint (live; not ready until [`Starting::open`] has opened every partition).
     pub async fn bind(config: BrokerConfig) -> Result<Starting, StartError> {
         config.validate()?;
-        if config.is_multi_node() {
-            let others: Vec<String> = config
-                .peers
-                .iter()
-                .filter(|p| p.node_id != config.node_id)
-                .map(|p| format!("{}@{}", p.node_id, p.addr))
-                .collect();
-            return Err(StartError::MultiNode(others.join(",")));
-        }
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .map_err(|error| StartError::DataDir {
@@ -259,25 +262,6 @@ impl Starting {
         } = self;
         let metrics = admin.metrics().clone();
         tracing::info!(data_dir = %config.data_dir.display(), admin = %admin_addr, "opening partitions");
-        let registry = Registry::open_with_progress(
-            RegistryOptions {
-                node_id: config.node_id,
-                data_dir: config.data_dir.clone(),
-                defaults: TopicDefaults::from_config(&config),
-                max_partitions: PARTITIONS_PER_BROKER_MAX,
-            },
-            Box::new(FileMetadataStore::new(config.data_dir.join(METADATA_FILE))),
-            StorageContext::with_observer(Arc::new(RealIo), Some(metrics.fsync_observer())),
-            admin.progress().clone(),
-        )
-        .await?;
-        let advertised = config
-            .advertise
-            .clone()
-            .unwrap_or_else(|| local_addr.to_string());
-        let (advertised_host, advertised_port) = split_host_port(&advertised)
-            .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
-
         let raft = crate::raft::RaftNet::new(
             u64::from(config.node_id),
             config
@@ -285,8 +269,45 @@ impl Starting {
                 .iter()
                 .map(|p| (u64::from(p.node_id), p.addr.clone())),
         );
+        let ctx = StorageContext::with_observer(Arc::new(RealIo), Some(metrics.fsync_observer()));
+        let opts = RegistryOptions {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            defaults: TopicDefaults::from_config(&config),
+            max_partitions: PARTITIONS_PER_BROKER_MAX,
+        };
+        let registry = if config.is_multi_node() {
+            let voters: Vec<u32> = config.peers.iter().map(|p| p.node_id).collect();
+            let controller = crate::cluster::Controller::open(
+                config.node_id,
+                voters.clone(),
+                &config.data_dir,
+                ctx.clone(),
+                raft.clone(),
+            )
+            .await
+            .map_err(StartError::Controller)?;
+            admin.progress().mark_loaded(0);
+            Registry::open_cluster(opts, ctx, controller, raft.clone(), voters).await?
+        } else {
+            Registry::open_with_progress(
+                opts,
+                Box::new(FileMetadataStore::new(config.data_dir.join(METADATA_FILE))),
+                ctx,
+                admin.progress().clone(),
+            )
+            .await?
+        };
+        let advertised = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let (advertised_host, advertised_port) = split_host_port(&advertised)
+            .unwrap_or_else(|| (local_addr.ip().to_string(), local_addr.port()));
         let broker = Arc::new(Broker {
             raft,
+            leaders: crate::cluster::gossip::LeaderHints::default(),
+            background: CancellationToken::new(),
             registry,
             metrics,
             groups: tokio::sync::OnceCell::new(),
@@ -299,6 +320,26 @@ impl Starting {
             config,
         });
         admin.set_broker(broker.clone());
+        if let Some(c) = broker.registry.cluster() {
+            let stop = broker.background.clone();
+            tokio::spawn(
+                c.controller
+                    .clone()
+                    .run_applier(broker.clone(), stop.clone()),
+            );
+            let peers: Vec<u32> = c
+                .brokers
+                .iter()
+                .copied()
+                .filter(|b| *b != broker.config.node_id)
+                .collect();
+            tokio::spawn(crate::cluster::gossip::run(
+                broker.clone(),
+                peers,
+                stop.clone(),
+            ));
+            tokio::spawn(bootstrap(broker.clone(), stop));
+        }
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(
             listener,
@@ -386,7 +427,11 @@ impl ServerHandle {
             tracing::warn!("connections did not flush in time; closing them");
         }
         b.kill.cancel();
+        b.background.cancel();
         b.registry.shutdown().await;
+        if let Some(c) = b.registry.cluster() {
+            c.controller.shutdown().await;
+        }
         self.admin_stop.cancel();
         if tokio::time::timeout(CONNECTION_FLUSH_TIMEOUT, self.admin_task)
             .await
@@ -395,6 +440,20 @@ impl ServerHandle {
             tracing::warn!("admin HTTP connections did not close in time");
         }
         tracing::info!("drained; broker stopped");
+    }
+}
+
+/// Proposes the cluster's first metadata snapshot until some broker's proposal is applied.
+async fn bootstrap(broker: Arc<Broker>, stop: CancellationToken) {
+    while broker.registry.epoch() == 0 && !stop.is_cancelled() {
+        match broker.registry.bootstrap_cluster().await {
+            Ok(()) => {}
+            Err(e) => tracing::debug!(error = %e, "cluster metadata bootstrap: retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::cluster::controller::PROPOSE_RETRY_BACKOFF) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

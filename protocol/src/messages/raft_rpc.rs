@@ -2,7 +2,8 @@
 //! never send it; a broker answers it only for groups it hosts.
 //!
 //! ```text
-//! request:  group string | kind u8 (0 append, 1 vote, 2 snapshot) | payload bytes
+//! request:  group string | kind u8 (0 append, 1 vote, 2 snapshot, 10 metadata propose, 11 leaders) |
+//!           payload bytes
 //! response: error_code u16 | error_message option<string> | payload bytes
 //! ```
 //! `group` names the Raft group (a partition's is `"<topic>-<partition>"`). `payload` is opaque to the
@@ -19,6 +20,12 @@ pub const RAFT_RPC_APPEND: u8 = 0;
 pub const RAFT_RPC_VOTE: u8 = 1;
 /// `kind` of a full-snapshot install.
 pub const RAFT_RPC_SNAPSHOT: u8 = 2;
+/// `kind` of a metadata change forwarded to the controller: `payload` is the record batch to append to the
+/// metadata log; the response payload is its base offset (u64 big-endian).
+pub const RAFT_RPC_METADATA_PROPOSE: u8 = 10;
+/// `kind` of a leader-gossip ask: empty `payload` and `group`; the response lists the partitions the
+/// answering broker leads.
+pub const RAFT_RPC_LEADERS: u8 = 11;
 
 wire_struct! {
     pub struct RaftRpcRequest {

@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, DEFAULT_SEGMENT_MS};
 use crate::partition::{LogConfig, Partition, PartitionId, StorageContext};
 
+mod replicated;
+pub use replicated::ClusterMode;
+
 pub const METADATA_FILE: &str = "metadata.json";
 pub const PARTITIONS_DIR: &str = "partitions";
 /// Partitions opened (or shut down) concurrently at start, create and shutdown.
@@ -66,6 +69,10 @@ pub struct TopicRecord {
     pub assignments: Vec<Vec<u32>>,
     /// Explicit per-topic overrides (validated keys and values).
     pub configs: BTreeMap<String, String>,
+    /// Cluster mode: the metadata epoch that created the topic (tells a re-created topic's replicas from
+    /// the old one's leftovers). 0 on a single node.
+    #[serde(default)]
+    pub id: u64,
 }
 
 /// The whole persisted registry.
@@ -74,6 +81,9 @@ pub struct MetadataSnapshot {
     pub version: u32,
     pub cluster_id: String,
     pub topics: Vec<TopicRecord>,
+    /// Cluster mode: the number of accepted metadata changes (a change is accepted only as epoch + 1).
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Where the registry is persisted. A replicated metadata group implements this later.
@@ -238,6 +248,13 @@ pub struct OpenProgress {
 }
 
 impl OpenProgress {
+    /// Records that the topic metadata is known and `total` partitions are to be opened.
+    pub fn mark_loaded(&self, total: usize) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        self.total.store(total, Relaxed);
+        self.loaded.store(true, Release);
+    }
+
     /// `None` until the topic metadata is loaded; then (partitions opened, partitions to open).
     pub fn get(&self) -> Option<(usize, usize)> {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -247,22 +264,35 @@ impl OpenProgress {
     }
 }
 
-/// A topic and its open partitions. Immutable: a change replaces the `Arc<Topic>` in the map.
+/// A topic and its partitions: `Some` where this broker hosts a replica (always, on a single node).
+/// Immutable: a change replaces the `Arc<Topic>` in the map.
 pub struct Topic {
     pub record: TopicRecord,
-    pub partitions: Vec<Arc<Partition>>,
+    pub partitions: Vec<Option<Arc<Partition>>>,
+}
+
+impl Topic {
+    /// The replicas this broker hosts.
+    pub fn local(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().flatten()
+    }
 }
 
 /// What a partition lookup can fail with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupError {
     UnknownTopicOrPartition,
+    /// The partition exists but this broker hosts no replica of it.
+    NotHosted,
 }
 
 struct State {
     topics: BTreeMap<String, Arc<Topic>>,
     partition_count: usize,
     closed: bool,
+    cluster_id: String,
+    /// Cluster mode: the applied metadata epoch.
+    epoch: u64,
 }
 
 /// The topic registry. Cheap to share as `Arc<Registry>`.
@@ -271,9 +301,10 @@ pub struct Registry {
     partitions_dir: PathBuf,
     ctx: StorageContext,
     store: Box<dyn MetadataStore>,
-    cluster_id: String,
     state: std::sync::RwLock<State>,
     admin: tokio::sync::Mutex<()>,
+    /// Set in cluster mode (see [`replicated`]).
+    cluster: Option<replicated::ClusterMode>,
 }
 
 /// Checks a topic name: 1..=249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`.
@@ -495,6 +526,7 @@ impl Registry {
                 }
                 let s = MetadataSnapshot {
                     version: METADATA_FORMAT_VERSION,
+                    epoch: 0,
                     cluster_id: new_cluster_id(),
                     topics: Vec::new(),
                 };
@@ -506,13 +538,15 @@ impl Registry {
             partitions_dir,
             ctx,
             store,
-            cluster_id: snap.cluster_id.clone(),
             state: std::sync::RwLock::new(State {
                 topics: BTreeMap::new(),
                 partition_count: 0,
                 closed: false,
+                cluster_id: snap.cluster_id.clone(),
+                epoch: 0,
             }),
             admin: tokio::sync::Mutex::new(()),
+            cluster: None,
             opts,
         };
         reg.sweep_unknown_dirs(&snap).await?;
@@ -544,7 +578,7 @@ impl Registry {
                 record.name.clone(),
                 Arc::new(Topic {
                     record,
-                    partitions: parts,
+                    partitions: parts.into_iter().map(Some).collect(),
                 }),
             );
         }
@@ -676,8 +710,9 @@ impl Registry {
     fn snapshot(&self, st: &State) -> MetadataSnapshot {
         MetadataSnapshot {
             version: METADATA_FORMAT_VERSION,
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: st.cluster_id.clone(),
             topics: st.topics.values().map(|t| t.record.clone()).collect(),
+            epoch: st.epoch,
         }
     }
 
@@ -693,8 +728,8 @@ impl Registry {
         snap
     }
 
-    pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+    pub fn cluster_id(&self) -> String {
+        self.read().cluster_id.clone()
     }
 
     pub fn node_id(&self) -> u32 {
@@ -707,7 +742,7 @@ impl Registry {
 
     /// Number of brokers replicas can be placed on.
     pub fn broker_count(&self) -> usize {
-        1
+        self.cluster.as_ref().map_or(1, |c| c.brokers.len())
     }
 
     /// The open partition `partition` of `topic`.
@@ -715,8 +750,12 @@ impl Registry {
         self.read()
             .topics
             .get(topic)
-            .and_then(|t| t.partitions.get(partition as usize).cloned())
-            .ok_or(LookupError::UnknownTopicOrPartition)
+            .ok_or(LookupError::UnknownTopicOrPartition)?
+            .partitions
+            .get(partition as usize)
+            .ok_or(LookupError::UnknownTopicOrPartition)?
+            .clone()
+            .ok_or(LookupError::NotHosted)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
@@ -738,7 +777,7 @@ impl Registry {
         let st = self.read();
         for t in st.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
-                if p.leader().is_none() {
+                if p.as_ref().is_some_and(|p| p.leader().is_none()) {
                     return Some((t.record.name.clone(), i as u32));
                 }
             }
@@ -755,7 +794,7 @@ impl Registry {
             let Some(t) = self.topic(topic) else {
                 return false;
             };
-            if t.partitions.iter().all(|p| p.leader().is_some()) {
+            if t.local().all(|p| p.leader().is_some()) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -776,6 +815,12 @@ impl Registry {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         validate_topic_name(name)?;
+        if name == crate::cluster::METADATA_GROUP_TOPIC {
+            return Err(terr(
+                ErrorCode::InvalidTopic,
+                format!("topic name {name:?} is reserved for the cluster metadata"),
+            ));
+        }
         let partitions = if partitions == 0 {
             self.opts.defaults.partitions
         } else {
@@ -790,7 +835,8 @@ impl Registry {
             ));
         }
         let rf = if replication_factor == 0 {
-            1
+            // Cluster mode: as many replicas as a quorum of three needs, when there are brokers for it.
+            self.broker_count().min(3) as u16
         } else {
             replication_factor
         };
@@ -804,6 +850,11 @@ impl Registry {
             ));
         }
         let configs = validate_topic_configs(configs, &self.opts.defaults)?;
+        if self.cluster.is_some() {
+            return self
+                .create_topic_replicated(name, partitions, rf, configs, validate_only)
+                .await;
+        }
         let _admin = self.admin.lock().await;
         {
             let st = self.read();
@@ -838,6 +889,7 @@ impl Registry {
             replication_factor: rf,
             assignments: vec![vec![self.opts.node_id]; partitions as usize],
             configs,
+            id: 0,
         };
         // Directories with this name belong to no topic (a crashed create or a failed delete): start clean.
         self.remove_partition_dirs(name, 0..partitions).await;
@@ -847,7 +899,7 @@ impl Registry {
             .map_err(|(p, e)| terr(e.code(), format!("opening partition {p}: {e}")))?;
         let topic = Arc::new(Topic {
             record,
-            partitions: parts,
+            partitions: parts.into_iter().map(Some).collect(),
         });
         let snap = {
             let st = self.read();
@@ -856,7 +908,7 @@ impl Registry {
             snap
         };
         if let Err(e) = self.store.save(snap).await {
-            shutdown_all(&topic.partitions).await;
+            shutdown_all(&topic.local().cloned().collect::<Vec<_>>()).await;
             self.remove_partition_dirs(name, 0..partitions).await;
             return Err(terr(
                 ErrorCode::StorageError,
@@ -872,6 +924,9 @@ impl Registry {
 
     /// Deletes a topic: forgets it durably, then shuts its partitions down and removes their files.
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        if self.cluster.is_some() {
+            return self.delete_topic_replicated(name).await;
+        }
         let _admin = self.admin.lock().await;
         let snap = {
             let st = self.read();
@@ -906,7 +961,7 @@ impl Registry {
             t
         };
         if let Some(t) = topic {
-            shutdown_all(&t.partitions).await;
+            shutdown_all(&t.local().cloned().collect::<Vec<_>>()).await;
             self.remove_partition_dirs(name, 0..t.partitions.len() as u32)
                 .await;
         }
@@ -916,6 +971,9 @@ impl Registry {
 
     /// Grows a topic to `new_total` partitions (never shrinks).
     pub async fn create_partitions(&self, name: &str, new_total: u32) -> Result<(), TopicError> {
+        if self.cluster.is_some() {
+            return self.create_partitions_replicated(name, new_total).await;
+        }
         let _admin = self.admin.lock().await;
         let (old, current) = {
             let st = self.read();
@@ -966,7 +1024,7 @@ impl Registry {
             .await
             .map_err(|(p, e)| terr(e.code(), format!("opening partition {p}: {e}")))?;
         let mut partitions = old.partitions.clone();
-        partitions.extend(added.iter().cloned());
+        partitions.extend(added.iter().cloned().map(Some));
         let topic = Arc::new(Topic { record, partitions });
         let snap = self.snapshot_replacing(&topic.record);
         if let Err(e) = self.store.save(snap).await {
@@ -1053,6 +1111,10 @@ impl Registry {
         if validate_only || configs == old.record.configs {
             return Ok(configs);
         }
+        if self.cluster.is_some() {
+            drop(_admin);
+            return self.alter_configs_replicated(name, configs).await;
+        }
         let mut record = old.record.clone();
         record.configs = configs.clone();
         let log_config = self.log_config(&record);
@@ -1068,7 +1130,7 @@ impl Registry {
             )
         })?;
         self.write().topics.insert(name.to_string(), topic.clone());
-        for p in &topic.partitions {
+        for p in topic.local() {
             // The config passed validation; a partition shutting down concurrently is the only failure.
             if let Err(e) = p.set_log_config(log_config.clone()) {
                 tracing::warn!(topic = name, partition = p.id().partition, error = %e, "cannot apply the new config");
@@ -1095,7 +1157,7 @@ impl Registry {
             st.closed = true;
             st.topics
                 .values()
-                .flat_map(|t| t.partitions.iter().cloned())
+                .flat_map(|t| t.local().cloned().collect::<Vec<_>>())
                 .collect()
         };
         shutdown_all(&parts).await;
@@ -1300,7 +1362,7 @@ mod tests {
                 Some("5000"),
                 "kept"
             );
-            for p in &r.topic("t").unwrap().partitions {
+            for p in r.topic("t").unwrap().local() {
                 let c = p.log_config();
                 assert_eq!((c.retention_ms, c.segment_ms), (Some(60_000), 5000));
             }
@@ -1310,6 +1372,8 @@ mod tests {
                 .unwrap();
             assert_eq!(
                 r.topic("t").unwrap().partitions[0]
+                    .as_ref()
+                    .unwrap()
                     .log_config()
                     .retention_ms,
                 Some(60_000)
@@ -1355,14 +1419,17 @@ mod tests {
         let r = open(dir.path(), 100).await;
         let t = r.topic("t").unwrap();
         assert_eq!(r.effective_config(&t.record).retention_ms, 60_000);
-        assert_eq!(t.partitions[1].log_config().retention_ms, Some(60_000));
+        assert_eq!(
+            t.partitions[1].as_ref().unwrap().log_config().retention_ms,
+            Some(60_000)
+        );
         let got = r
             .alter_topic_configs("t", &[kv("retention.ms", "")], false)
             .await
             .unwrap();
         assert!(!got.contains_key("retention.ms"));
         assert_eq!(
-            t.partitions[0].log_config().retention_ms,
+            t.partitions[0].as_ref().unwrap().log_config().retention_ms,
             Some(defaults().retention_ms as u64)
         );
         r.shutdown().await;

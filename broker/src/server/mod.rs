@@ -44,6 +44,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest a drain spends handing leadership to other brokers.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the hand-off checks what this broker still leads (and asks again).
+pub const HANDOFF_POLL: Duration = Duration::from_millis(100);
 /// The lock file inside the data dir.
 pub const LOCK_FILE: &str = ".lock";
 
@@ -115,6 +119,8 @@ pub struct Broker {
     pub leaders: crate::cluster::gossip::LeaderHints,
     /// Cancelled at shutdown: stops the metadata applier, gossip and bootstrap tasks.
     background: CancellationToken,
+    /// Cancelled when a drain starts handing leadership to other brokers (not ready from then on).
+    handing_off: CancellationToken,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -140,7 +146,7 @@ impl Broker {
 
     /// `Ok` when this node serves and every partition has a leader; otherwise why not.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.is_draining() {
+        if self.is_draining() || self.handing_off.is_cancelled() {
             return Err("draining: the broker is shutting down".into());
         }
         if let Some(c) = self.registry.cluster() {
@@ -308,6 +314,7 @@ impl Starting {
             raft,
             leaders: crate::cluster::gossip::LeaderHints::default(),
             background: CancellationToken::new(),
+            handing_off: CancellationToken::new(),
             registry,
             metrics,
             groups: tokio::sync::OnceCell::new(),
@@ -405,6 +412,10 @@ impl ServerHandle {
     /// Drains and stops the broker (see the module doc); returns once every partition is shut down.
     pub async fn shutdown(self) {
         let b = &self.broker;
+        if b.registry.cluster().is_some() {
+            b.handing_off.cancel();
+            hand_off_leadership(b).await;
+        }
         tracing::info!("draining: no new connections or requests");
         b.draining.cancel();
         let _ = self.accept_task.await;
@@ -440,6 +451,54 @@ impl ServerHandle {
             tracing::warn!("admin HTTP connections did not close in time");
         }
         tracing::info!("drained; broker stopped");
+    }
+}
+
+/// Hands every leadership this broker holds (partitions and the controller) to a caught-up replica and
+/// waits, at most [`HANDOFF_TIMEOUT`], until it leads nothing: clients then see NOT_LEADER with a hint (and
+/// retry) rather than a broker that vanished mid-request. Requests keep being served meanwhile.
+async fn hand_off_leadership(b: &Broker) {
+    let me = b.registry.node_id();
+    let mut parts: Vec<Arc<crate::partition::Partition>> = b
+        .registry
+        .topics()
+        .iter()
+        .flat_map(|t| t.local().cloned().collect::<Vec<_>>())
+        .collect();
+    if let Some(c) = b.registry.cluster() {
+        parts.push(c.controller.partition().clone());
+    }
+    let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+    let led = parts.iter().filter(|p| p.is_leader()).count();
+    loop {
+        let leading: Vec<_> = parts.iter().filter(|p| p.is_leader()).collect();
+        if leading.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !leading.is_empty() {
+                tracing::warn!(
+                    still_leading = leading.len(),
+                    "leadership hand-off timed out; stopping anyway"
+                );
+            } else {
+                tracing::info!(partitions = led, "leadership handed off");
+            }
+            return;
+        }
+        for p in leading {
+            // The most caught-up other replica (lag 0 means it holds every entry and acked recently).
+            let target = p
+                .replica_lag()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(n, _)| *n != me)
+                .min_by_key(|(_, lag)| *lag)
+                .map(|(n, _)| n);
+            if let Some(t) = target {
+                if let Err(e) = p.transfer_leadership(t).await {
+                    tracing::debug!(partition = ?p.id(), error = %e, "leadership transfer failed");
+                }
+            }
+        }
+        tokio::time::sleep(HANDOFF_POLL).await;
     }
 }
 

@@ -11,6 +11,7 @@ nodes="1 2 3"
 admin="127.0.0.1:9644 127.0.0.1:9645 127.0.0.1:9646"
 brokers="127.0.0.1:9292"
 restart_cmd='docker compose restart runnel-{id}'
+docker compose version >/dev/null 2>&1 || restart_cmd='docker-compose restart runnel-{id}'
 timeout_s=120
 while [ $# -gt 0 ]; do
   case "$1" in

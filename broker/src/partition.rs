@@ -450,6 +450,12 @@ impl Partition {
         self.group.term()
     }
 
+    /// Waits until this leader has applied everything committed before its term (once per term).
+    pub async fn catch_up_applied(&self) -> Result<(), PartitionError> {
+        self.check_open()?;
+        Ok(self.group.catch_up_applied().await?)
+    }
+
     /// Starts an election now (the preferred replica of a new partition does, so leaders spread).
     pub async fn campaign(&self) -> Result<(), PartitionError> {
         self.check_open()?;

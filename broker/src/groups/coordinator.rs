@@ -43,6 +43,12 @@ pub trait OffsetsLog: Send + Sync {
     fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>, Failure>;
     fn log_start_offset(&self) -> u64;
     fn high_watermark(&self) -> u64;
+    /// Whether this broker leads the partition (coordinates its groups).
+    fn leads(&self) -> bool;
+    /// The partition's Raft term (a new term means another leader may have written in between).
+    fn term(&self) -> u64;
+    /// Resolves once everything committed before this leader's term is applied (readable).
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), Failure>>;
 }
 
 /// One committed offset as stored in the offsets topic.
@@ -70,7 +76,8 @@ struct GroupState {
 /// Coordinates every group whose offsets partition is local.
 pub struct Coordinator {
     logs: Vec<Arc<dyn OffsetsLog>>,
-    commit_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Per offsets partition: serializes commits, and holds the term its state was last replayed in.
+    commit_locks: Vec<tokio::sync::Mutex<u64>>,
     groups: Mutex<HashMap<String, GroupState>>,
 }
 
@@ -126,12 +133,65 @@ impl Coordinator {
     /// Builds the coordinator over the offsets partitions (index = partition number) and replays them.
     pub fn load(logs: Vec<Arc<dyn OffsetsLog>>) -> Result<Coordinator, Failure> {
         let c = Coordinator {
-            commit_locks: logs.iter().map(|_| tokio::sync::Mutex::new(())).collect(),
+            commit_locks: logs
+                .iter()
+                .map(|l| tokio::sync::Mutex::new(l.term()))
+                .collect(),
             logs,
             groups: Mutex::new(HashMap::new()),
         };
         let mut replayed = 0usize;
         for log in &c.logs {
+            replayed += c.replay(log.as_ref())?;
+        }
+        tracing::info!(
+            records = replayed,
+            partitions = c.logs.len(),
+            "group coordinator loaded committed offsets"
+        );
+        Ok(c)
+    }
+
+    /// Makes sure this broker may coordinate `group_id` now: it leads the group's offsets partition, and
+    /// if leadership changed since the partition was last replayed (another broker may have coordinated
+    /// in between), it replays it again after catching up with everything committed. Members of those
+    /// groups are forgotten then: they rejoin, as after a coordinator failover in Kafka.
+    pub async fn ensure_current(&self, group_id: &str) -> Result<(), Failure> {
+        let k = self.log_index(group_id);
+        let log = &self.logs[k];
+        if !log.leads() {
+            return Err((
+                ErrorCode::NotCoordinator,
+                format!("this broker does not lead the offsets partition of group {group_id}"),
+            ));
+        }
+        let mut loaded = self.commit_locks[k].lock().await;
+        let term = log.term();
+        if *loaded == term {
+            return Ok(());
+        }
+        log.catch_up().await?;
+        {
+            let n = self.logs.len() as u32;
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            groups.retain(|g, _| partition_for(g, n) as usize != k);
+        }
+        let replayed = self.replay(log.as_ref())?;
+        tracing::info!(
+            offsets_partition = k,
+            term,
+            records = replayed,
+            "group coordinator took over an offsets partition"
+        );
+        *loaded = term;
+        Ok(())
+    }
+
+    /// Applies every committed offsets record of `log`; returns how many.
+    fn replay(&self, log: &dyn OffsetsLog) -> Result<usize, Failure> {
+        let c = self;
+        let mut replayed = 0usize;
+        {
             let mut offset = log.log_start_offset();
             let hwm = log.high_watermark();
             while offset < hwm {
@@ -165,12 +225,7 @@ impl Coordinator {
                 }
             }
         }
-        tracing::info!(
-            records = replayed,
-            partitions = c.logs.len(),
-            "group coordinator loaded committed offsets"
-        );
-        Ok(c)
+        Ok(replayed)
     }
 
     fn apply(&self, r: &OffsetRecord) {
@@ -502,6 +557,15 @@ mod tests {
                 .last()
                 .map(|b| validate(b).unwrap().next_offset())
                 .unwrap_or(0)
+        }
+        fn leads(&self) -> bool {
+            true
+        }
+        fn term(&self) -> u64 {
+            1
+        }
+        fn catch_up(&self) -> BoxFuture<'_, Result<(), Failure>> {
+            Box::pin(async { Ok(()) })
         }
     }
 

@@ -3,7 +3,10 @@
 //! The coordinator is started on first use: the internal `__consumer_offsets` topic is created if missing
 //! (unlimited retention: it holds the only copy of committed offsets), its partitions' committed batches are
 //! replayed, and a task expires members whose session lapsed. On a single node this broker coordinates every
-//! group; FindCoordinator answers with its own advertised address.
+//! group; FindCoordinator answers with its own advertised address. In a cluster a group's coordinator is the
+//! leader of its offsets partition: FindCoordinator names it, other brokers answer NOT_COORDINATOR, and a
+//! broker that becomes leader replays the partition before serving its groups. `ListGroups` lists the groups
+//! of the partitions this broker leads.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +52,32 @@ impl OffsetsLog for PartitionOffsetsLog {
     fn high_watermark(&self) -> u64 {
         self.0.high_watermark()
     }
+    fn leads(&self) -> bool {
+        self.0.is_leader()
+    }
+    fn term(&self) -> u64 {
+        self.0.term()
+    }
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), (ErrorCode, String)>> {
+        Box::pin(async move {
+            self.0
+                .catch_up_applied()
+                .await
+                .map_err(|e| (e.code(), e.to_string()))
+        })
+    }
+}
+
+/// The coordinator, made current for `group_id` (see [`Coordinator::ensure_current`]).
+async fn coordinator_for(
+    broker: &Arc<Broker>,
+    group_id: &str,
+) -> Result<Arc<Coordinator>, ErrorResponse> {
+    let c = coordinator(broker).await?;
+    c.ensure_current(group_id)
+        .await
+        .map_err(|(code, message)| ErrorResponse { code, message })?;
+    Ok(c)
 }
 
 fn unavailable(message: String) -> ErrorResponse {
@@ -138,13 +167,47 @@ fn partition_counts(broker: &Broker) -> BTreeMap<String, u32> {
         .collect()
 }
 
-pub fn find_coordinator(broker: &Broker, _req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    FindCoordinatorResponse {
+/// On a single node, this broker. In a cluster, the leader of the group's offsets partition (the offsets
+/// topic is created on the first ask).
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let me = FindCoordinatorResponse {
         error_code: 0,
         error_message: None,
         node_id: broker.config.node_id,
         host: broker.advertised_host.clone(),
         port: broker.advertised_port,
+    };
+    if broker.registry.cluster().is_none() {
+        return me;
+    }
+    let not_available = |message: String| FindCoordinatorResponse {
+        error_code: ErrorCode::CoordinatorNotAvailable.as_u16(),
+        error_message: Some(message),
+        ..FindCoordinatorResponse::default()
+    };
+    if let Err(e) = coordinator(broker).await {
+        return not_available(e.message);
+    }
+    let Some(topic) = broker.registry.topic(OFFSETS_TOPIC) else {
+        return not_available(format!("{OFFSETS_TOPIC} does not exist yet"));
+    };
+    let k = crate::groups::coordinator::partition_for(&req.group_id, OFFSETS_PARTITIONS);
+    let Some(leader) = crate::cluster::partition_view(broker, &topic, k as usize).leader else {
+        return not_available(format!("{OFFSETS_TOPIC}-{k} has no leader yet"));
+    };
+    let (brokers, _) = super::metadata::brokers(broker);
+    match brokers.into_iter().find(|b| b.node_id == leader) {
+        Some(b) => FindCoordinatorResponse {
+            error_code: 0,
+            error_message: None,
+            node_id: b.node_id,
+            host: b.host,
+            port: b.port,
+        },
+        None => not_available(format!("node {leader} is not a known broker")),
     }
 }
 
@@ -152,7 +215,7 @@ pub async fn heartbeat(
     broker: &Arc<Broker>,
     req: GroupHeartbeatRequest,
 ) -> Result<GroupHeartbeatResponse, ErrorResponse> {
-    let c = coordinator(broker).await?;
+    let c = coordinator_for(broker, &req.group_id).await?;
     Ok(c.heartbeat(req, &partition_counts(broker)))
 }
 
@@ -160,13 +223,14 @@ pub async fn offset_commit(
     broker: &Arc<Broker>,
     req: OffsetCommitRequest,
 ) -> Result<OffsetCommitResponse, ErrorResponse> {
-    let c = coordinator(broker).await?;
+    let c = coordinator_for(broker, &req.group_id).await?;
+    // The leader's high watermark (this broker's replica may lag, or not exist).
     let hwm = |topic: &str, p: u32| {
-        broker
-            .registry
-            .partition(topic, p)
-            .ok()
-            .map(|p| p.high_watermark())
+        let t = broker.registry.topic(topic)?;
+        if p as usize >= t.record.assignments.len() {
+            return None;
+        }
+        Some(crate::cluster::partition_view(broker, &t, p as usize).high_watermark)
     };
     Ok(c.commit(req, hwm).await)
 }
@@ -175,7 +239,9 @@ pub async fn offset_fetch(
     broker: &Arc<Broker>,
     req: OffsetFetchRequest,
 ) -> Result<OffsetFetchResponse, ErrorResponse> {
-    Ok(coordinator(broker).await?.fetch_offsets(&req))
+    Ok(coordinator_for(broker, &req.group_id)
+        .await?
+        .fetch_offsets(&req))
 }
 
 pub async fn list_groups(
@@ -189,5 +255,7 @@ pub async fn describe_group(
     broker: &Arc<Broker>,
     req: DescribeGroupRequest,
 ) -> Result<DescribeGroupResponse, ErrorResponse> {
-    Ok(coordinator(broker).await?.describe(&req.group_id))
+    Ok(coordinator_for(broker, &req.group_id)
+        .await?
+        .describe(&req.group_id))
 }

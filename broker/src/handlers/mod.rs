@@ -79,9 +79,9 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
         Request::Produce(r) => produce::handle(broker, r).await.map(Response::Produce),
         Request::Fetch(r) => fetch::handle(broker, r).await.map(Response::Fetch),
         Request::ListOffsets(r) => Ok(Response::ListOffsets(list_offsets::handle(broker, r))),
-        Request::FindCoordinator(r) => Ok(Response::FindCoordinator(groups::find_coordinator(
-            broker, r,
-        ))),
+        Request::FindCoordinator(r) => Ok(Response::FindCoordinator(
+            groups::find_coordinator(broker, r).await,
+        )),
         Request::GroupHeartbeat(r) => groups::heartbeat(broker, r)
             .await
             .map(Response::GroupHeartbeat),

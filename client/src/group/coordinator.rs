@@ -18,7 +18,7 @@ use crate::cluster::Cluster;
 use crate::error::{ClientError, Result};
 
 /// Most attempts of one coordinator request (retriable failures only).
-pub const COORDINATOR_ATTEMPTS_MAX: u32 = 8;
+pub const COORDINATOR_ATTEMPTS_MAX: u32 = 40;
 /// Pause between attempts of a coordinator request.
 pub const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest group id accepted by the client.

@@ -462,10 +462,12 @@ impl Coordinator {
         }
     }
 
+    /// The groups this broker coordinates now (those of the offsets partitions it leads).
     pub fn list(&self) -> ListGroupsResponse {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<GroupListing> = groups
             .iter()
+            .filter(|(id, _)| self.logs[self.log_index(id)].leads())
             .map(|(id, g)| GroupListing {
                 group_id: id.clone(),
                 state: g.group.state().to_string(),

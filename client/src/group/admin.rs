@@ -218,9 +218,23 @@ impl GroupAdmin {
         if meta.brokers.is_empty() {
             answers.push(self.cluster.request_any(&req).await?);
         }
+        // Each broker lists the groups it coordinates; a broker that is down coordinates none (its
+        // offsets partitions have moved), so it is skipped unless no broker answers at all.
+        let mut last_err = None;
         for b in &meta.brokers {
-            let c = self.cluster.connection(b.node_id).await?;
-            answers.push(c.request(&req, self.timeout()).await?);
+            let answer = match self.cluster.connection(b.node_id).await {
+                Ok(c) => c.request(&req, self.timeout()).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(a) => answers.push(a),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if answers.is_empty() {
+            if let Some(e) = last_err {
+                return Err(e);
+            }
         }
         let mut out: BTreeMap<String, GroupSummary> = BTreeMap::new();
         for a in answers {

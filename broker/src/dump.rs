@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::metadata::PARTITIONS_DIR;
 use crate::server::LOCK_FILE;
@@ -167,45 +167,36 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), DumpError> {
     Ok(())
 }
 
-/// Puts `bytes` under `field` as text when UTF-8 (`null` when absent), else base64 under `field_b64`.
-fn put_bytes(obj: &mut Map<String, Value>, field: &str, bytes: Option<&[u8]>) {
-    match bytes.map(std::str::from_utf8) {
-        None => {
-            obj.insert(field.to_string(), Value::Null);
-        }
-        Some(Ok(s)) => {
-            obj.insert(field.to_string(), Value::String(s.to_string()));
-        }
-        Some(Err(_)) => {
-            let b = bytes.unwrap_or_default();
-            obj.insert(
-                format!("{field}_b64"),
-                Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-            );
-        }
+/// Appends `,"field":..` to a JSON object being written: the text when UTF-8 (`null` when absent), else
+/// `,"field_b64":"<base64>"`.
+fn push_bytes(line: &mut String, field: &str, bytes: Option<&[u8]>) {
+    match bytes.map(|b| (b, std::str::from_utf8(b))) {
+        None => line.push_str(&format!(",\"{field}\":null")),
+        Some((_, Ok(s))) => line.push_str(&format!(",\"{field}\":{}", Value::from(s))),
+        Some((b, Err(_))) => line.push_str(&format!(
+            ",\"{field}_b64\":\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )),
     }
 }
 
-/// One output line for one record.
-pub fn record_json(
+/// One output line for one record (no newline), fields in the documented order.
+pub fn record_line(
     topic: &str,
     partition: u32,
     term: u64,
     r: &runnel_protocol::batch::Record,
-) -> Value {
-    let mut obj = match json!({
-        "topic": topic,
-        "partition": partition,
-        "offset": r.offset,
-        "term": term,
-        "timestamp": r.timestamp,
-    }) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    put_bytes(&mut obj, "key", r.key.as_deref());
-    put_bytes(&mut obj, "value", r.value.as_deref());
-    Value::Object(obj)
+) -> String {
+    let mut line = format!(
+        "{{\"topic\":{},\"partition\":{partition},\"offset\":{},\"term\":{term},\"timestamp\":{}",
+        Value::from(topic),
+        r.offset,
+        r.timestamp
+    );
+    push_bytes(&mut line, "key", r.key.as_deref());
+    push_bytes(&mut line, "value", r.value.as_deref());
+    line.push('}');
+    line
 }
 
 /// Dumps one partition (its directory copied to a private temp dir first); returns the records printed.
@@ -255,7 +246,7 @@ fn dump_partition(
                 .iter()
                 .filter(|r| r.offset >= bounds.log_start_offset)
             {
-                let line = record_json(topic, partition, e.term, r);
+                let line = record_line(topic, partition, e.term, r);
                 writeln!(out, "{line}").map_err(DumpError::Output)?;
                 printed += 1;
             }
@@ -311,17 +302,18 @@ mod tests {
             headers: vec![],
         };
         assert_eq!(
-            record_json("t", 2, 3, &r),
-            json!({"topic":"t","partition":2,"offset":7,"term":3,"timestamp":99,"key":null,"value_b64":"/wA="})
+            record_line("t", 2, 3, &r),
+            r#"{"topic":"t","partition":2,"offset":7,"term":3,"timestamp":99,"key":null,"value_b64":"/wA="}"#
         );
         let r = Record {
-            key: Some(Bytes::from_static(b"k")),
-            value: Some(Bytes::from_static(b"v")),
+            key: Some(Bytes::from_static(b"k\"\n")),
+            value: Some(Bytes::from_static("vé".as_bytes())),
             ..r
         };
+        let line = record_line("a\"b", 2, 3, &r);
         assert_eq!(
-            record_json("t", 2, 3, &r),
-            json!({"topic":"t","partition":2,"offset":7,"term":3,"timestamp":99,"key":"k","value":"v"})
+            serde_json::from_str::<Value>(&line).unwrap(),
+            serde_json::json!({"topic":"a\"b","partition":2,"offset":7,"term":3,"timestamp":99,"key":"k\"\n","value":"vé"})
         );
     }
 }

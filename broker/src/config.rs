@@ -65,9 +65,14 @@ pub struct Peer {
     long_about = "The Runnel broker: a replicated, partitioned log.\n\nWith no arguments it starts a \
                   single-node cluster on 127.0.0.1:9292 with data in ./runnel-data. Every setting can come \
                   from a flag, a RUNNEL_* environment variable or a TOML file (--config) whose keys are the \
-                  flag names (e.g. `data-dir = \"/var/lib/runnel\"`); precedence is flag > env > file > default."
+                  flag names (e.g. `data-dir = \"/var/lib/runnel\"`); precedence is flag > env > file > default.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// A tool instead of the broker (none: run the broker).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Directory for partition data and topic metadata; created if missing. [default: ./runnel-data]
     #[arg(long, env = "RUNNEL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -144,6 +149,28 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// Offline tools, run instead of the broker.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print every record of a STOPPED node's partitions as JSON lines (read-only; refused while a broker
+    /// holds the data dir). Keys/values: text when UTF-8, else base64 under key_b64/value_b64.
+    Dump(DumpArgs),
+}
+
+/// `runnel-broker dump` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DumpArgs {
+    /// The stopped node's data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Only this topic.
+    #[arg(long, value_name = "T")]
+    pub topic: Option<String>,
+    /// Only this partition (of every topic, or of --topic).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<u32>,
 }
 
 /// The `--config` file: the same keys as the flags.

@@ -13,10 +13,12 @@
 //! - [`raft`]: the openraft glue; the only module that names openraft types.
 //! - [`admin_http`]: `/health/live`, `/health/ready`, `/metrics`, `/v1/cluster`, `/v1/partitions`.
 //! - [`groups`]: consumer-group membership, assignment and committed offsets.
+//! - [`dump`]: `runnel-broker dump`, the offline, read-only record dump of a stopped node's data dir.
 
 pub mod admin_http;
 pub mod cluster;
 pub mod config;
+pub mod dump;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;

@@ -1,11 +1,15 @@
 //! `runnel-broker`: parses the configuration, sets up logging, starts the server and drains it on SIGTERM
 //! or SIGINT, exiting 0 after a clean drain (a second signal during the drain exits 1 at once).
 //! Configuration errors exit 2, start failures exit 1.
+//! `runnel-broker dump ...` runs the offline record dump ([`runnel_broker::dump`]) instead: exit 0 after
+//! printing every record, 1 on any error (one line on stderr), 2 on bad arguments.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use runnel_broker::config::{BrokerConfig, LogFormat};
+use clap::Parser;
+use runnel_broker::config::{BrokerConfig, Cli, Command, DumpArgs, LogFormat};
+use runnel_broker::dump::{dump, DumpError, DumpOptions};
 use runnel_broker::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -78,8 +82,34 @@ async fn run(config: BrokerConfig) -> ExitCode {
     }
 }
 
+/// `runnel-broker dump`: records to stdout, one JSON line each; a closed stdout (`| head`) ends it quietly.
+fn run_dump(args: DumpArgs) -> ExitCode {
+    let opts = DumpOptions {
+        data_dir: args.data_dir,
+        topic: args.topic,
+        partition: args.partition,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match dump(&opts, &mut out) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(DumpError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("runnel-broker dump: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let (config, print) = match BrokerConfig::load() {
+    let mut cli = Cli::parse();
+    if let Some(Command::Dump(args)) = cli.command.take() {
+        return run_dump(args);
+    }
+    let print = cli.print_config;
+    let config = match BrokerConfig::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("runnel-broker: {e}");

@@ -1,14 +1,15 @@
 //! The `runnel` command line, exactly as DESIGN.md §6 specifies it: global `--brokers` (env `RUNNEL_BROKERS`,
 //! default `127.0.0.1:9292`) and `--output text|json`; `cluster`, `topic`, `produce`, `consume`, `group` and
-//! `bench`.
+//! `bench` and `dev`.
 //! One module per command family; each returns an [`ExitCode`] or a [`CliError`] that becomes one line on
-//! stderr and exit code 1. New families (`group`, `dev`) slot in as further [`Command`] variants.
+//! stderr and exit code 1. New families slot in as further [`Command`] variants.
 //!
 //! Invariants: stdout carries only results, one per line, flushed per line; nothing else goes there.
 
 pub mod bench;
 pub mod cluster;
 pub mod consume;
+pub mod dev;
 pub mod group;
 pub mod output;
 pub mod produce;
@@ -58,6 +59,8 @@ pub enum Command {
     /// Load generator: throughput and latency percentiles.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// A local multi-node cluster on loopback, for trying things; runs until Ctrl-C.
+    Dev(dev::DevArgs),
 }
 
 /// A failure that ends the command: printed as one line on stderr, exit code 1.
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Consume(a) => consume::run(&cli.brokers, out, a).await,
         Command::Group(c) => group::run(&cli.brokers, out, c).await,
         Command::Bench(c) => bench::run(&cli.brokers, out, c).await,
+        Command::Dev(a) => dev::run(out, a).await,
     }
 }
 
@@ -313,6 +317,17 @@ mod tests {
             &["bench", "consume", "--topic", "b", "--duration-s", "1"],
             &["bench", "e2e", "--topic", "b"],
             &["topic", "list", "--output", "json"],
+            &["dev"],
+            &["dev", "--nodes", "3"],
+            &[
+                "dev",
+                "--nodes",
+                "7",
+                "--data-dir",
+                "/tmp/x",
+                "--base-port",
+                "20000",
+            ],
         ];
         for a in ok {
             parse(a).unwrap_or_else(|e| panic!("{a:?}: {e}"));
@@ -333,6 +348,8 @@ mod tests {
                 "1",
             ],
             &["--output", "yaml", "topic", "list"],
+            &["dev", "--nodes", "0"],
+            &["dev", "--nodes", "8"],
             &["consume", "t", "--no-commit"],
             &["group", "reset-offsets", "g", "--topic", "t"],
             &[

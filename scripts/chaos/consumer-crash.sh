@@ -10,6 +10,7 @@
 # recorded without group and with a new proc name whenever a consumer's offsets of a partition stop increasing
 # (a re-assignment the CLI does not report), so poll monotonicity is not checked for them; the number of such
 # restarts is logged. Committed-offset regressions are checked for runnel-verify's own commits only.
+# shellcheck source=scripts/chaos/lib.sh
 . "$(dirname "$0")/lib.sh"
 chaos_init consumer-crash
 if quick; then DURATION=20 ROUNDS=3 GAP_S=4 REBALANCE_S=1; else DURATION=60 ROUNDS=8 GAP_S=5 REBALANCE_S=1; fi
@@ -33,8 +34,7 @@ kill_consumer() {
   eval "pid=\$XPID_$1"
   own "$pid" || return 0
   log "kill -9 consumer $1 (pid $pid, $(wc -l <"$WORK/$1.jsonl") records printed)"
-  sig KILL "$pid"
-  wait "$pid" 2>/dev/null
+  { sig KILL "$pid"; wait "$pid"; } 2>/dev/null
 }
 
 pre_check() {

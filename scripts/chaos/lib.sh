@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the loopback chaos scenarios (scripts/chaos/*.sh): no docker, real runnel-broker
 # processes on 127.0.0.1, each with its own data dir under one temp dir, faults by signal (kill -9, SIGSTOP,
 # SIGCONT) and restart.
@@ -45,6 +46,8 @@ GROUP=runnel-verify
 RATE=${CHAOS_RATE:-100}
 PRODUCERS=2
 CONSUMERS=2
+# The smallest segment the broker accepts (16 MiB; the default 128 MiB makes each run's data dir ~600 MB).
+SEGMENT_BYTES=16777216
 
 SCENARIO=""
 WORK=""
@@ -71,16 +74,19 @@ cli() { timeout "$CALL_TIMEOUT_S" "$CLI" "$@"; }
 own() { [ -n "${1:-}" ] && [ "$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')" = "$$" ]; }
 
 # sig SIGNAL PID: signals PID only if it is still a child of this script.
-sig() { own "$2" && kill "-$1" "$2" 2>/dev/null; }
+sig() { own "$2" && { kill "-$1" "$2"; } 2>/dev/null; }
 
 chaos_cleanup() {
   local rc=$? p
+  # bash reports each killed background job on stderr ("Killed ..."): not news here.
+  exec 3>&2 2>/dev/null
   for p in "${PID[@]:-}" "${EXTRA_PIDS[@]:-}" "$VERIFY_PID"; do
     sig CONT "$p" && sig KILL "$p"
   done
   for p in "${PID[@]:-}" "${EXTRA_PIDS[@]:-}" "$VERIFY_PID"; do
-    [ -n "$p" ] && wait "$p" 2>/dev/null
+    [ -n "$p" ] && { wait "$p"; } 2>/dev/null
   done
+  exec 2>&3 3>&-
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$rc" != 0 ] || [ "${CHAOS_KEEP:-0}" = 1 ]; then
       log "kept $WORK (history: $WORK/history.jsonl)"
@@ -111,14 +117,14 @@ start_node() {
   local i=$1
   mkdir -p "$WORK/n$i"
   "$BROKER" --listen "$(addr "$i")" --advertise "$(addr "$i")" --admin-listen 127.0.0.1:0 \
-    --data-dir "$WORK/n$i/data" --node-id "$i" --peers "$PEERS" >>"$WORK/n$i.log" 2>&1 </dev/null &
-  PID[$i]=$!
+    --data-dir "$WORK/n$i/data" --node-id "$i" --peers "$PEERS" --segment-bytes "$SEGMENT_BYTES" >>"$WORK/n$i.log" 2>&1 </dev/null &
+  PID[i]=$!
 }
 
 # cluster_start: NODES brokers on free loopback ports; waits until each answers.
 cluster_start() {
   local i
-  for i in $(seq 1 "$NODES"); do PORT[$i]=$(free_port); done
+  for i in $(seq 1 "$NODES"); do PORT[i]=$(free_port); done
   PEERS=$(for i in $(seq 1 "$NODES"); do printf '%s@%s,' "$i" "$(addr "$i")"; done)
   PEERS=${PEERS%,}
   BOOT=$(for i in $(seq 1 "$NODES"); do printf '%s,' "$(addr "$i")"; done)
@@ -145,8 +151,7 @@ wait_node_ready() {
 
 kill9_node() {
   log "kill -9 broker $1 (pid ${PID[$1]})"
-  sig KILL "${PID[$1]}"
-  wait "${PID[$1]}" 2>/dev/null
+  { sig KILL "${PID[$1]}"; wait "${PID[$1]}"; } 2>/dev/null
   PID[$1]=""
 }
 
@@ -293,6 +298,7 @@ chaos_finish() {
   [ "$RUN_RC" = 0 ] || { verdict=FAIL; NOTE+=" run exit $RUN_RC;"; }
   case "$figures" in *" acked=0 "*) verdict=FAIL; NOTE+=" nothing acknowledged;" ;; esac
   echo "$SCENARIO: $figures verdict=$verdict"
+  log "$(grep -E '^consumers ' "$WORK/check.log" | tr -s ' ')"
   if [ "$verdict" = PASS ]; then
     [ -z "$NOTE" ] || log "notes:$NOTE"
     exit 0

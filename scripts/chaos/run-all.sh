@@ -7,7 +7,7 @@
 # Not here: the isolation of a leader from its peers and slow-network (netem) scenarios need a network per
 # broker (docker or network namespaces with tc netem), which these loopback processes do not have.
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 2
 SCENARIOS=(leader-kill pause-leader pause-follower full-restart consumer-crash)
 # Bound on one scenario (its own waits are bounded; this is the backstop).
 SCENARIO_TIMEOUT_S=600

@@ -29,6 +29,13 @@
 //! appended the batch and then lost its leadership — Raft may still commit that entry). Only `ok` commits
 //! count for the commit checks.
 //!
+//! # Unavailability
+//! [`Stats::max_unavailability_ms`] is a figure, not a verdict: the longest stretch of the sending window
+//! (from the first to the last completed send event, any status) without an acknowledgement — the largest gap
+//! between consecutive `ok` send events, counting the window's start and end as bounds (so a window with no
+//! `ok` at all is unavailable throughout). Send events carry their completion time, so a stretch is measured
+//! between completions.
+//!
 //! Invariants: every class keeps its full count and at most [`EXAMPLES_MAX`] examples, in history order
 //! where the check is sequential and in (partition, offset) or value order otherwise; notes (facts that
 //! are not violations) are bounded by [`NOTES_MAX`]; [`Report::ok`] is true exactly when every count is 0.
@@ -112,6 +119,8 @@ pub struct Stats {
     pub final_partition_reads: u64,
     /// Distinct values in the final reads.
     pub final_values: u64,
+    /// The longest gap without an acknowledged send while sends were completing (see the module doc).
+    pub max_unavailability_ms: u64,
 }
 
 /// The checker's verdict.
@@ -135,6 +144,21 @@ impl Report {
 
     pub fn count(&self, v: Violation) -> u64 {
         self.class(v).count
+    }
+
+    /// One machine-readable line of the headline figures (`key=value` pairs, space-separated), which the
+    /// chaos scripts print: `figures: attempted=.. acked=.. lost=.. duplicates=.. inconsistent=..
+    /// max_unavailability_s=..`.
+    pub fn figures(&self) -> String {
+        format!(
+            "figures: attempted={} acked={} lost={} duplicates={} inconsistent={} max_unavailability_s={:.1}",
+            self.stats.sends,
+            self.stats.sends_ok,
+            self.count(Violation::Lost),
+            self.count(Violation::Duplicate),
+            self.count(Violation::InconsistentOffset),
+            self.stats.max_unavailability_ms as f64 / 1000.0
+        )
     }
 
     /// The number of violations over every class.
@@ -178,6 +202,11 @@ impl fmt::Display for Report {
             "final read   {} brokers, {} partition reads, {} distinct values",
             s.final_brokers, s.final_partition_reads, s.final_values
         )?;
+        writeln!(
+            f,
+            "unavailable  {:.1} s at most without an acknowledgement",
+            s.max_unavailability_ms as f64 / 1000.0
+        )?;
         writeln!(f)?;
         writeln!(f, "{:<20} {:>8}  first examples", "check", "count")?;
         for v in Violation::ALL {
@@ -199,6 +228,7 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f)?;
+        writeln!(f, "{}", self.figures())?;
         if self.ok() {
             writeln!(f, "verdict: OK")
         } else {
@@ -267,10 +297,17 @@ pub fn check(events: &[Event]) -> Report {
     // The sequential checks run in history order.
     let mut epochs: HashMap<(&str, u32), Epoch> = HashMap::new();
     let mut committed: HashMap<(&str, u32), u64> = HashMap::new();
+    // Completion times of every send event and of the acknowledged ones.
+    let mut send_times: Vec<i64> = Vec::new();
+    let mut ok_times: Vec<i64> = Vec::new();
 
     for e in events {
         match e {
             Event::Send(s) => {
+                send_times.push(s.t);
+                if s.status == Status::Ok {
+                    ok_times.push(s.t);
+                }
                 let new = Attempt {
                     proc: &s.proc,
                     seq: s.seq,
@@ -417,6 +454,7 @@ pub fn check(events: &[Event]) -> Report {
     }
 
     send_stats(&mut r, &attempts, &final_at);
+    r.stats.max_unavailability_ms = max_unavailability_ms(&send_times, ok_times);
     final_read_notes(&mut r, &ends, &by_broker, &final_at);
     check_lost(&mut r, &attempts, &final_at, &by_broker, &ends, &polled_at);
     check_unexpected(&mut r, &attempts, &final_at, &polled_at);
@@ -424,6 +462,21 @@ pub fn check(events: &[Event]) -> Report {
     check_inconsistent(&mut r, &observed, &attempts, &final_at, &polled_at);
     check_producer_order(&mut r, &attempts, &final_log);
     r
+}
+
+/// The longest gap without an `ok` completion inside the window of send completions (see the module doc).
+fn max_unavailability_ms(send_times: &[i64], mut ok_times: Vec<i64>) -> u64 {
+    let (Some(&start), Some(&end)) = (send_times.iter().min(), send_times.iter().max()) else {
+        return 0;
+    };
+    ok_times.sort_unstable();
+    let mut prev = start;
+    let mut max = 0i64;
+    for &t in ok_times.iter().chain(std::iter::once(&end)) {
+        max = max.max(t - prev);
+        prev = prev.max(t);
+    }
+    u64::try_from(max).unwrap_or(0)
 }
 
 fn send_stats(

@@ -10,6 +10,7 @@
 //! Exit codes: 0 — done, no violation; 1 — the checker found a violation; 2 — usage, connection or
 //! history I/O error (including a broker of the list that could not be read).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -235,13 +236,23 @@ async fn check_cluster(a: CheckArgs) -> u8 {
     let mut read_errors = false;
     for r in &reads {
         println!(
-            "final read via {}: {} partitions, {} records, {} not hosted",
+            "final read via {}: {} partitions, {} records, {} not served (not hosted, or a follower)",
             r.broker, r.partitions_read, r.records, r.skipped
         );
         for e in &r.errors {
             println!("  error: {e}");
             read_errors = true;
         }
+    }
+    // Followers do not serve reads: every partition must have been read through some broker (its leader).
+    let every: BTreeSet<u32> = reads
+        .iter()
+        .flat_map(|r| r.partitions.iter().copied())
+        .collect();
+    let read: BTreeSet<u32> = reads.iter().flat_map(|r| r.read.iter().copied()).collect();
+    for p in every.difference(&read) {
+        println!("  error: partition {p} was read through no broker");
+        read_errors = true;
     }
     println!();
     match check_file(&a.history, false) {

@@ -489,3 +489,43 @@ fn without_a_final_read_every_acknowledged_value_is_lost() {
         r.notes
     );
 }
+
+fn timed(v: &str, t: i64, status: Status, at: Option<(u32, u64)>) -> Event {
+    let mut e = send(v, status, at);
+    if let Event::Send(s) = &mut e {
+        s.t = t;
+    }
+    e
+}
+
+#[test]
+fn max_unavailability_is_the_longest_gap_between_acks_within_the_send_window() {
+    // Acks at 1000, 1010, then nothing acknowledged until 4010 (an indeterminate send completes in
+    // between), then 4020; an indeterminate send completes last at 6020.
+    let h = vec![
+        timed("p0-000000", 1000, Status::Ok, Some((0, 0))),
+        timed("p0-000001", 1010, Status::Ok, Some((0, 1))),
+        timed("p0-000002", 3000, Status::Info, None),
+        timed("p0-000003", 4010, Status::Ok, Some((0, 2))),
+        timed("p0-000004", 4020, Status::Ok, Some((0, 3))),
+    ];
+    assert_eq!(check(&h).stats.max_unavailability_ms, 3000);
+    let mut tail = h.clone();
+    tail.push(timed("p0-000005", 8020, Status::Info, None));
+    assert_eq!(check(&tail).stats.max_unavailability_ms, 4000);
+    let none_ok = vec![
+        timed("p0-000000", 500, Status::Fail, None),
+        timed("p0-000001", 2500, Status::Info, None),
+    ];
+    assert_eq!(check(&none_ok).stats.max_unavailability_ms, 2000);
+    assert_eq!(check(&[]).stats.max_unavailability_ms, 0);
+    let r = check(&tail);
+    assert!(
+        r.figures().ends_with("max_unavailability_s=4.0"),
+        "{}",
+        r.figures()
+    );
+    assert!(r
+        .figures()
+        .starts_with("figures: attempted=6 acked=4 lost="));
+}

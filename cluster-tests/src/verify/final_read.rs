@@ -5,7 +5,11 @@
 //! address, not to the partition leader: a broker serves reads of its own replica up to its own high
 //! watermark, so each broker's copy is read and compared. A broker that does not host a partition answers
 //! `UNKNOWN_TOPIC_OR_PARTITION`; when metadata says it is a replica that is an error, otherwise the partition
-//! is skipped for that broker.
+//! is skipped for that broker. A follower answers `NOT_LEADER` (brokers serve reads from the leader only), so
+//! in a replicated cluster each partition is read through its leader and skipped through its followers: the
+//! replicas' copies are not compared record by record (the checker still compares each read with the acks and
+//! polls). [`BrokerRead::read`] lists what each broker served, so the caller can require that every
+//! partition was read through at least one broker.
 //!
 //! Before reading, [`converge`] waits (bounded) until every broker hosting a partition reports the same
 //! high watermark twice in a row, so followers that were cut off have caught up.
@@ -59,6 +63,9 @@ pub struct BrokerRead {
     pub partitions_read: u32,
     pub records: u64,
     pub skipped: u32,
+    /// The partitions read through this broker, and every partition of the topic as it sees them.
+    pub read: Vec<u32>,
+    pub partitions: Vec<u32>,
     /// Why a partition or the whole broker could not be read.
     pub errors: Vec<String>,
 }
@@ -156,7 +163,8 @@ impl Target {
             .ok_or_else(|| anyhow!("{}: no answer for partition {p}", self.addr))
     }
 
-    /// This broker's (log start, high watermark) of `p`, or `None` when it does not host `p`.
+    /// This broker's (log start, high watermark) of `p`, or `None` when it does not host `p` or is not its
+    /// leader (followers do not serve reads).
     async fn bounds(&self, topic: &str, p: u32) -> anyhow::Result<Option<(u64, u64)>> {
         // An offset past any high watermark: the answer is OFFSET_OUT_OF_RANGE with the bounds, no data.
         let r = self.fetch(topic, p, u64::MAX).await?;
@@ -165,6 +173,7 @@ impl Target {
                 Ok(Some((r.log_start_offset, r.high_watermark)))
             }
             ErrorCode::UnknownTopicOrPartition if self.hosts(p) != Some(true) => Ok(None),
+            ErrorCode::NotLeader => Ok(None),
             code => bail!(
                 "{}: partition {p}: {code}: {}",
                 self.addr,
@@ -225,10 +234,12 @@ pub async fn read_all(cfg: &ReadConfig, history: &HistoryWriter) -> Vec<BrokerRe
             Err(e) => br.errors.push(format!("{e:#}")),
             Ok(t) => {
                 for p in t.topic.partitions.iter().map(|x| x.partition) {
+                    br.partitions.push(p);
                     match read_partition(&t, &cfg.topic, p, history).await {
                         Ok(Some(n)) => {
                             br.partitions_read += 1;
                             br.records += n;
+                            br.read.push(p);
                         }
                         Ok(None) => br.skipped += 1,
                         Err(e) => {

@@ -35,6 +35,9 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 
 type Failure = (ErrorCode, String);
 
+/// The replayed-term marker of an offsets partition not yet replayed after a catch-up.
+const NOT_CAUGHT_UP: u64 = u64::MAX;
+
 /// The log an offsets partition offers the coordinator (a [`crate::partition::Partition`] in the broker).
 pub trait OffsetsLog: Send + Sync {
     /// Appends one batch and resolves once it is committed.
@@ -133,9 +136,12 @@ impl Coordinator {
     /// Builds the coordinator over the offsets partitions (index = partition number) and replays them.
     pub fn load(logs: Vec<Arc<dyn OffsetsLog>>) -> Result<Coordinator, Failure> {
         let c = Coordinator {
+            // No partition counts as current yet: the replay below may precede a new leader's catch-up
+            // (right after a restart its high watermark can still be below the commit point), so the first
+            // request of each partition replays it again after `catch_up` (see `ensure_current`).
             commit_locks: logs
                 .iter()
-                .map(|l| tokio::sync::Mutex::new(l.term()))
+                .map(|_| tokio::sync::Mutex::new(NOT_CAUGHT_UP))
                 .collect(),
             logs,
             groups: Mutex::new(HashMap::new()),

@@ -60,6 +60,13 @@ struct PartitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    topic: String,
+    partition: u32,
+    replica: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLagLabels {
     group: String,
     topic: String,
@@ -168,6 +175,7 @@ struct ScrapeFamilies {
     term: Family<PartitionLabels, Gauge<u64, AtomicU64>>,
     leader: Family<PartitionLabels, Gauge>,
     leader_changes: Family<PartitionLabels, Counter>,
+    replica_lag: Family<ReplicaLabels, Gauge<u64, AtomicU64>>,
     segments: Family<PartitionLabels, Gauge<u64, AtomicU64>>,
     log_bytes: Family<PartitionLabels, Gauge<u64, AtomicU64>>,
     disk_bytes: Family<PartitionLabels, Gauge<u64, AtomicU64>>,
@@ -298,6 +306,7 @@ impl Metrics {
             term: partition_gauge(),
             leader: Family::default(),
             leader_changes: Family::default(),
+            replica_lag: Family::default(),
             segments: partition_gauge(),
             log_bytes: partition_gauge(),
             disk_bytes: partition_gauge(),
@@ -341,6 +350,12 @@ impl Metrics {
             "New leaderships (another leader or a new term) since the partition was opened, the first \
              election included",
             s.leader_changes.clone(),
+        );
+        r.register(
+            "partition_replica_lag_entries",
+            "On the partition's leader: entries each replica is behind the leader's log (0 = caught up; a \
+             replica silent for 3 s counts at least 1)",
+            s.replica_lag.clone(),
         );
         r.register(
             "partition_segments",
@@ -529,6 +544,7 @@ impl Metrics {
         s.term.clear();
         s.leader.clear();
         s.leader_changes.clear();
+        s.replica_lag.clear();
         s.segments.clear();
         s.log_bytes.clear();
         s.disk_bytes.clear();
@@ -579,6 +595,15 @@ impl Metrics {
                 s.leader_changes
                     .get_or_create(&labels)
                     .inc_by(p.leader_changes());
+                for (replica, lag) in p.replica_lag().unwrap_or_default() {
+                    s.replica_lag
+                        .get_or_create(&ReplicaLabels {
+                            topic: labels.topic.clone(),
+                            partition: labels.partition,
+                            replica,
+                        })
+                        .set(lag);
+                }
                 s.segments.get_or_create(&labels).set(stats.segments);
                 s.log_bytes.get_or_create(&labels).set(stats.log_bytes);
                 s.disk_bytes

@@ -29,6 +29,8 @@ pub const SEGMENT_BYTES_MIN: u64 = 4096;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 /// Segment files grow (preallocated) in steps of at most this.
 pub const PREALLOC_STEP_BYTES: u64 = 16 * 1024 * 1024;
+/// What a new segment file is preallocated to before its first write.
+pub const SEGMENT_FIRST_ALLOC_BYTES: u64 = 1024 * 1024;
 /// The committed log id is persisted (with an fdatasync) at most this often; it may lag, never lead.
 pub const COMMITTED_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -709,11 +711,13 @@ impl PartitionLog {
             }
             a.write_indexes(io.as_ref(), &inner.dir)?;
         }
+        // A new segment starts small (an idle partition costs 1 MiB of disk, not a whole step) and grows
+        // by whole steps once written to.
         let seg = Segment::create(
             io.as_ref(),
             &inner.dir,
             st.next_offset,
-            prealloc_step(&st.config),
+            prealloc_step(&st.config).min(SEGMENT_FIRST_ALLOC_BYTES),
             now,
         )?;
         tracing::debug!(dir = %inner.dir.display(), base_offset = seg.base_offset, "rolled a new segment");

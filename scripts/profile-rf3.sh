@@ -5,6 +5,7 @@
 #   produce (default): topic p-rf3 (1 partition, RF=3) under
 #       runnel bench produce --topic p-rf3 --records RECORDS --acks all --record-size 1024 --replication-factor 3
 #       perf attaches WARMUP_S after the bench starts; the bench is stopped once perf is done.
+#       ROLE=follower profiles a follower instead of the leader.
 #   idle: topic p-idle with 1000 partitions, RF=3, nothing produced; perf records the broker with node id 1.
 # Bounded: perf runs PERF_S seconds, the bench at most BENCH_TIMEOUT_S; brokers and data are removed on exit.
 # Output (perf.data, report, grouped summary) goes to OUT (default target/profile-MODE). Needs root or
@@ -18,12 +19,18 @@ BENCH_TIMEOUT_S=120   # the bench never outlives this, whatever RECORDS is
 RECORDS=${RECORDS:-2000000}
 IDLE_PARTITIONS=1000
 PERF=${PERF:-/usr/bin/perf}
+CALL_GRAPH=${CALL_GRAPH:--g} # frame pointers; CALL_GRAPH="--call-graph dwarf" for callers (large perf.data)
 OUT=${OUT:-target/profile-$MODE}
+mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-profile.XXXXXX")
 BENCH_PID=""
 # shellcheck source=scripts/cluster-lib.sh
 source scripts/cluster-lib.sh
 cleanup() {
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ -d "$WORK/cluster" ]; then # keep the broker logs of a failed run
+    for d in "$WORK"/cluster/n*; do [ -f "$d/broker.log" ] && cp "$d/broker.log" "$OUT/$(basename "$d").log"; done
+  fi
   if [ -n "$BENCH_PID" ]; then kill "$BENCH_PID" 2>/dev/null || true; wait "$BENCH_PID" 2>/dev/null || true; fi
   cluster_stop
   rm -rf "$WORK"
@@ -32,7 +39,6 @@ trap cleanup EXIT
 
 cargo build --release -q --bins
 BIN=target/release
-mkdir -p "$OUT"
 cluster_start "$BIN" "$WORK/cluster" 3
 case "$MODE" in
   produce) TOPIC=p-rf3 PARTS=1 ;;
@@ -44,9 +50,11 @@ cluster_wait_healthy
 
 if [ "$MODE" = produce ]; then
   NODE=$(cluster_leader "$TOPIC" 0)
+  # ROLE=follower profiles the next node instead (a replica of the single partition: all 3 nodes are).
+  if [ "${ROLE:-leader}" = follower ]; then NODE=$((NODE % 3 + 1)); fi
   timeout "$BENCH_TIMEOUT_S" "$BIN/runnel" --brokers "$CLUSTER_BROKERS" bench produce --topic "$TOPIC" \
-    --records "$RECORDS" --acks all --record-size 1024 --replication-factor 3 --output json --quiet \
-    > "$OUT/bench.json" &
+    --records "$RECORDS" --acks all --record-size 1024 --replication-factor 3 --output json \
+    > "$OUT/bench.json" 2> "$OUT/bench-progress.log" &
   BENCH_PID=$!
   sleep "$WARMUP_S"
   kill -0 "$BENCH_PID" || { echo "the bench ended before perf attached; raise RECORDS" >&2; exit 1; }
@@ -54,8 +62,9 @@ else
   NODE=1
 fi
 PID=${CLUSTER_PIDS[$((NODE - 1))]}
-echo "perf record -g on node $NODE (pid $PID) for ${PERF_S}s..." >&2
-"$PERF" record -g -o "$OUT/perf.data" -p "$PID" -- sleep "$PERF_S" 2> "$OUT/perf-record.log"
+echo "perf record $CALL_GRAPH on node $NODE (pid $PID) for ${PERF_S}s..." >&2
+# shellcheck disable=SC2086
+"$PERF" record $CALL_GRAPH -o "$OUT/perf.data" -p "$PID" -- sleep "$PERF_S" 2> "$OUT/perf-record.log"
 if [ -n "$BENCH_PID" ]; then
   if kill -0 "$BENCH_PID" 2>/dev/null; then
     echo "bench still running after the profile window; stopping it (the profile covers steady state)" >&2
@@ -63,6 +72,7 @@ if [ -n "$BENCH_PID" ]; then
   fi
   wait "$BENCH_PID" 2>/dev/null || true
   BENCH_PID=""
+  echo "producer progress at the end of the window: $(tr '\r' '\n' < "$OUT/bench-progress.log" | grep -v '^$' | tail -1)"
 fi
 "$PERF" report -i "$OUT/perf.data" --stdio --no-children 2>/dev/null > "$OUT/report.txt"
 "$PERF" report -i "$OUT/perf.data" --stdio --no-children -g none --sort dso,sym --percent-limit 0 2>/dev/null \

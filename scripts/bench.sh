@@ -9,9 +9,9 @@
 # Bounded: every run has a fixed record count or duration and a per-run timeout (RUN_TIMEOUT_S); brokers are
 # killed and their data dirs removed on exit. A run that fails is reported on stderr and left out of the
 # median ("failed" when every run of a row failed).
-# Time: about 8 minutes with RUNS=3 on a 2-vCPU VM. To stay under 10 minutes the RF=3 throughput rows send
-# fewer records than the RF=1 rows (200,000 x 1 KiB; 500,000 x 100 B) and each fixed-rate run reports both
-# its p99 and p999 (one 10 s run, not two). Usage: scripts/bench.sh [RUNS]
+# Time: about 3 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10). To stay well under it on a loaded
+# machine, the RF=3 throughput rows send fewer records than the RF=1 rows (200,000 x 1 KiB; 500,000 x 100 B)
+# and each fixed-rate run reports both its p99 and p999 (one 10 s run, not two). Usage: scripts/bench.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}

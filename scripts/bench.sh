@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# The standard benchmark matrix (issue "Benchmark tool and performance targets"), run against release builds,
-# with the physical baselines measured in the same run on the same machine and file system:
+# The standard benchmark matrix (issue 6 "Benchmark tool and performance targets"), run against release
+# builds, with the physical baselines measured in the same run on the same machine and file system:
 #   * disk: the same batch bytes written with pwrite + a looping fdatasync (runnel-storage-bench "raw group");
 #   * network: loopback TCP bandwidth between two processes (scripts/loopback-bandwidth.py).
-# Prints one markdown table (median of RUNS runs per row) with the ratios. Bounded: every run has a fixed
-# record count or duration; the broker and its data dir are removed on exit. Usage: scripts/bench.sh [RUNS]
+# First the single-node (RF=1) rows against one broker, then the RF=3 rows against a 3-broker loopback
+# cluster (scripts/cluster-lib.sh; topics created with --replication-factor 3 once a controller is named).
+# Prints one markdown table (median of RUNS runs per row) with target, met/not met and baseline ratios.
+# Bounded: every run has a fixed record count or duration and a per-run timeout (RUN_TIMEOUT_S); brokers are
+# killed and their data dirs removed on exit. A run that fails is reported on stderr and left out of the
+# median ("failed" when every run of a row failed).
+# Time: about 3 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10). To stay well under it on a loaded
+# machine, the RF=3 throughput rows send fewer records than the RF=1 rows (200,000 x 1 KiB; 500,000 x 100 B)
+# and each fixed-rate run reports both its p99 and p999 (one 10 s run, not two). Usage: scripts/bench.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
+RUN_TIMEOUT_S=120 # one `runnel bench` run; the slowest expected run takes ~15 s
+BROKER_WAIT_TRIES=100 # x 0.1 s for the single-node broker to answer `cluster health`
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-bench.XXXXXX")
 BROKER_PID=""
+# shellcheck source=scripts/cluster-lib.sh
+source scripts/cluster-lib.sh
 cleanup() {
   if [ -n "$BROKER_PID" ]; then kill -9 "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
+  cluster_stop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -19,9 +31,7 @@ trap cleanup EXIT
 echo "building release binaries..." >&2
 cargo build --release -q --bins
 BIN=target/release
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
-median() { python3 -c 'import sys,statistics;v=[float(x) for x in sys.argv[1:]];print(f"{statistics.median(v):.2f}")' "$@"; }
-field() { python3 -c 'import sys,json;print(json.loads(sys.stdin.readline())[sys.argv[1]])' "$1"; }
+median() { python3 -c 'import sys,statistics;v=[float(x) for x in sys.argv[1:]];print(f"{statistics.median(v):.2f}" if v else "failed")' "$@"; }
 
 echo "baseline: fdatasync'd sequential writes (256 MiB per batch size, same file system)..." >&2
 "$BIN/runnel-storage-bench" --dir "$WORK/disk" --total-mib 256 --batch-kib 256,1024 --sync-each-mib 8 --repeat 1 \
@@ -33,51 +43,108 @@ RAW_256=$(raw_at 256); RAW_1024=$(raw_at 1024)
 echo "baseline: loopback TCP bandwidth..." >&2
 LOOPBACK=$(python3 scripts/loopback-bandwidth.py 2000)
 
-PORT=$(free_port)
+PORT=$(cluster_free_port)
 "$BIN/runnel-broker" --listen "127.0.0.1:$PORT" --admin-listen 127.0.0.1:0 --data-dir "$WORK/data" \
   > "$WORK/broker.log" 2>&1 &
 BROKER_PID=$!
-R="$BIN/runnel --brokers 127.0.0.1:$PORT"
-for _ in $(seq 1 100); do $R cluster health >/dev/null 2>&1 && break; sleep 0.1; done
-$R cluster health >/dev/null || { tail -5 "$WORK/broker.log"; echo "broker did not start" >&2; exit 1; }
+BROKERS=127.0.0.1:$PORT
+for _ in $(seq 1 "$BROKER_WAIT_TRIES"); do "$BIN/runnel" --brokers "$BROKERS" cluster health >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/runnel" --brokers "$BROKERS" cluster health >/dev/null || { tail -5 "$WORK/broker.log"; echo "broker did not start" >&2; exit 1; }
 
-# run NAME FIELD ARGS...: RUNS runs of `runnel bench ARGS --output json --quiet`, prints the median of FIELD.
+# run KEY ARGS...: RUNS runs of `runnel bench ARGS --output json --quiet` against $BROKERS; each run's json
+# summary is appended to $WORK/KEY.jsonl. med KEY FIELD prints the median of FIELD over those runs.
 run() {
-  local name=$1 fieldname=$2; shift 2
-  local vals=()
+  local key=$1; shift
+  : > "$WORK/$key.jsonl"
   for i in $(seq 1 "$RUNS"); do
-    echo "  $name ($i/$RUNS)" >&2
-    vals+=("$($R bench "$@" --output json --quiet | field "$fieldname")")
+    echo "  $key ($i/$RUNS)" >&2
+    local out
+    if out=$(timeout "$RUN_TIMEOUT_S" "$BIN/runnel" --brokers "$BROKERS" bench "$@" --output json --quiet); then
+      echo "$out" >> "$WORK/$key.jsonl"
+    else
+      echo "  $key run $i failed (exit $?)" >&2
+    fi
   done
-  median "${vals[@]}"
 }
+med() {
+  # shellcheck disable=SC2046
+  median $(python3 -c 'import sys,json
+for l in open(sys.argv[1]):
+    if l.strip(): print(json.loads(l)[sys.argv[2]])' "$WORK/$1.jsonl" "$2")
+}
+ratio() { python3 -c 'import sys
+try: a,b=float(sys.argv[1]),float(sys.argv[2]); print(f"{a/b:.2f}" if b>0 else "n/a")
+except ValueError: print("n/a")' "$1" "$2"; }
+# met OP VALUE TARGET [OP VALUE TARGET...]: "met" when every VALUE OP TARGET holds (OP is ge or le).
+met() { python3 -c 'import sys,operator
+a=sys.argv[1:]; ok=True
+try:
+    for i in range(0,len(a),3): ok = ok and getattr(operator,a[i])(float(a[i+1]),float(a[i+2]))
+    print("met" if ok else "**not met**")
+except ValueError: print("n/a")' "$@"; }
+fmt() { python3 -c 'import sys
+try: v=float(sys.argv[1]); print(f"{v:,.0f}" if v>=1000 else sys.argv[1])
+except ValueError: print(sys.argv[1])' "$1"; }
 
-echo "matrix (RF=1; median of $RUNS)..." >&2
-P_LARGE=$(run "1 producer, 1 MiB batches" mb_per_s produce --topic b-large --records 300000 --batch-size-bytes 1048576)
-P_DEFAULT=$(run "1 producer, default batches" mb_per_s produce --topic b-default --records 300000)
-CONSUME=$(run "consume 1 partition" mb_per_s consume --topic b-large --records 300000)
-SMALL=$(run "100 B records" records_per_s produce --topic b-small --record-size 100 --records 1000000 --batch-size-bytes 1048576)
-FIXED_P99=$(run "fixed 10k records/s p99" p99_ms produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 1)
-FIXED_P999=$(run "fixed 10k records/s p999" p999_ms produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 1)
-E2E_P99=$(run "e2e 10k records/s p99" p99_ms e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 1)
-ONE_P50=$(run "one record in flight p50" p50_ms produce --topic b-one --records 3000 --in-flight 1 --linger-ms 0)
-MULTI=$(run "6 partitions, 4 producers" mb_per_s produce --topic b-multi --partitions 6 --producers 4 --records 300000)
+echo "matrix, RF=1 (1 broker; median of $RUNS)..." >&2
+run large produce --topic b-large --records 300000 --batch-size-bytes 1048576
+run default produce --topic b-default --records 300000
+run consume consume --topic b-large --records 300000
+run small produce --topic b-small --record-size 100 --records 1000000 --batch-size-bytes 1048576
+run fixed produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 1
+run e2e e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 1
+run one produce --topic b-one --records 3000 --in-flight 1 --linger-ms 0
+run multi produce --topic b-multi --partitions 6 --producers 4 --records 300000
+P_LARGE=$(med large mb_per_s); P_DEFAULT=$(med default mb_per_s); CONSUME=$(med consume mb_per_s)
+SMALL=$(med small records_per_s); FIXED_P99=$(med fixed p99_ms); FIXED_P999=$(med fixed p999_ms)
+E2E_P99=$(med e2e p99_ms); ONE_P50=$(med one p50_ms); MULTI=$(med multi mb_per_s)
+kill -9 "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
 
-ratio() { python3 -c 'import sys;a,b=float(sys.argv[1]),float(sys.argv[2]);print(f"{a/b:.2f}" if b>0 else "n/a")' "$1" "$2"; }
+echo "starting a 3-broker loopback cluster..." >&2
+cluster_start "$BIN" "$WORK/cluster" 3
+BROKERS=$CLUSTER_BROKERS
+for t in "r3-default 1" "r3-small 1" "r3-fixed 1" "r3-e2e 1" "r3-one 1" "r3-multi 6"; do
+  read -r name parts <<<"$t"
+  "$BIN/runnel" --brokers "$BROKERS" topic create "$name" --partitions "$parts" --replication-factor 3 >/dev/null
+done
+cluster_wait_healthy
+
+echo "matrix, RF=3 (3 brokers on loopback; median of $RUNS)..." >&2
+RF3="--replication-factor 3"
+# shellcheck disable=SC2086
+{
+  run r3-default produce --topic r3-default $RF3 --records 200000
+  run r3-small produce --topic r3-small $RF3 --record-size 100 --records 500000 --batch-size-bytes 1048576
+  run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 1
+  run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 1
+  run r3-one produce --topic r3-one $RF3 --records 3000 --in-flight 1 --linger-ms 0
+  run r3-multi produce --topic r3-multi $RF3 --partitions 6 --producers 4 --records 200000
+}
+R3_DEFAULT=$(med r3-default mb_per_s); R3_SMALL=$(med r3-small records_per_s)
+R3_FIXED_P99=$(med r3-fixed p99_ms); R3_FIXED_P999=$(med r3-fixed p999_ms); R3_E2E_P99=$(med r3-e2e p99_ms)
+R3_ONE_P50=$(med r3-one p50_ms); R3_MULTI=$(med r3-multi mb_per_s)
+cluster_stop
+
 cat <<TABLE
 
 Runnel benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, 1 KiB records unless stated, acks=all, median of $RUNS runs.
 Baselines measured in this run: fdatasync'd sequential write ${RAW_256} MB/s at 256 KiB batches and ${RAW_1024} MB/s at 1 MiB; loopback TCP ${LOOPBACK} MB/s.
+RF=1 rows: one broker. RF=3 rows: 3 brokers on loopback on the same machine (and disk).
 
-| run | measured | target | baseline ratio |
-|---|---|---|---|
-| RF=1, 1 producer, 1 MiB batches | ${P_LARGE} MB/s | ≥ 250 MB/s, ≥ 0.7 × raw | $(ratio "$P_LARGE" "$RAW_1024") × raw fdatasync @1 MiB |
-| RF=1, 1 producer, default 256 KiB batches | ${P_DEFAULT} MB/s | — | $(ratio "$P_DEFAULT" "$RAW_256") × raw fdatasync @256 KiB |
-| RF=1, fixed 10,000 records/s | p99 ${FIXED_P99} ms, p999 ${FIXED_P999} ms | p99 ≤ 5 ms, p999 ≤ 20 ms (RF=3) | — |
-| RF=1, e2e at 10,000 records/s | p99 ${E2E_P99} ms | ≤ 10 ms (RF=3) | — |
-| RF=1, one record in flight | p50 ${ONE_P50} ms | ≤ 0.5 ms (RF=3) | — |
-| consume, 1 partition, page cache | ${CONSUME} MB/s | ≥ 1000 MB/s | $(ratio "$CONSUME" "$LOOPBACK") × loopback TCP |
-| RF=1, 100 B records | ${SMALL} records/s | ≥ 1,000,000 records/s (RF=3) | — |
-| RF=1, 6 partitions, 4 producers | ${MULTI} MB/s | ≥ single-producer figure | $(ratio "$MULTI" "$P_DEFAULT") × 1 producer |
-| RF=3 rows | not run | — | replication is not implemented yet |
+| run | measured | target | result | baseline ratio |
+|---|---|---|---|---|
+| RF=1, 1 producer, 1 MiB batches | ${P_LARGE} MB/s | ≥ 250 MB/s, ≥ 0.7 × raw | $(met ge "$P_LARGE" 250 ge "$(ratio "$P_LARGE" "$RAW_1024")" 0.7) | $(ratio "$P_LARGE" "$RAW_1024") × raw fdatasync @1 MiB |
+| RF=1, 1 producer, default 256 KiB batches | ${P_DEFAULT} MB/s | — | — | $(ratio "$P_DEFAULT" "$RAW_256") × raw fdatasync @256 KiB |
+| RF=1, fixed 10,000 records/s | p99 ${FIXED_P99} ms, p999 ${FIXED_P999} ms | — (RF=3 row) | — | — |
+| RF=1, e2e at 10,000 records/s | p99 ${E2E_P99} ms | — (RF=3 row) | — | — |
+| RF=1, one record in flight | p50 ${ONE_P50} ms | — (RF=3 row) | — | — |
+| consume, 1 partition, page cache (RF=1) | ${CONSUME} MB/s | ≥ 1000 MB/s | $(met ge "$CONSUME" 1000) | $(ratio "$CONSUME" "$LOOPBACK") × loopback TCP |
+| RF=1, 100 B records | $(fmt "$SMALL") records/s | — (RF=3 row) | — | — |
+| RF=1, 6 partitions, 4 producers | ${MULTI} MB/s | — | — | $(ratio "$MULTI" "$P_DEFAULT") × 1 producer |
+| RF=3, 1 producer, default 256 KiB batches | ${R3_DEFAULT} MB/s | ≥ 150 MB/s | $(met ge "$R3_DEFAULT" 150) | $(ratio "$R3_DEFAULT" "$P_DEFAULT") × RF=1 |
+| RF=3, fixed 10,000 records/s | p99 ${R3_FIXED_P99} ms, p999 ${R3_FIXED_P999} ms | p99 ≤ 5 ms, p999 ≤ 20 ms | $(met le "$R3_FIXED_P99" 5 le "$R3_FIXED_P999" 20) | — |
+| RF=3, e2e at 10,000 records/s | p99 ${R3_E2E_P99} ms | ≤ 10 ms | $(met le "$R3_E2E_P99" 10) | — |
+| RF=3, one record in flight | p50 ${R3_ONE_P50} ms | ≤ 0.5 ms | $(met le "$R3_ONE_P50" 0.5) | — |
+| RF=3, 100 B records | $(fmt "$R3_SMALL") records/s | ≥ 1,000,000 records/s | $(met ge "$R3_SMALL" 1000000) | $(ratio "$R3_SMALL" "$SMALL") × RF=1 |
+| RF=3, 6 partitions, 4 producers | ${R3_MULTI} MB/s | ≥ RF=3 single-producer figure | $(met ge "$R3_MULTI" "$R3_DEFAULT") | $(ratio "$R3_MULTI" "$R3_DEFAULT") × 1 producer |
 TABLE

@@ -216,6 +216,31 @@ pub struct TopicError {
     pub message: String,
 }
 
+/// UNKNOWN_TOPIC_OR_PARTITION for topic `name`.
+fn unknown_topic(name: &str) -> TopicError {
+    terr(
+        ErrorCode::UnknownTopicOrPartition,
+        format!("topic {name:?} does not exist"),
+    )
+}
+
+/// A topic of `current` partitions may grow to `new_total` (larger, within the per-topic limit).
+fn check_growth(name: &str, current: u32, new_total: u32) -> Result<(), TopicError> {
+    if new_total <= current {
+        return Err(terr(
+            ErrorCode::InvalidPartitions,
+            format!("topic {name:?} has {current} partitions; the new total must be larger, got {new_total}"),
+        ));
+    }
+    if new_total > PARTITIONS_PER_TOPIC_MAX {
+        return Err(terr(
+            ErrorCode::InvalidPartitions,
+            format!("{new_total} partitions; a topic may have at most {PARTITIONS_PER_TOPIC_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
 fn terr(code: ErrorCode, message: impl Into<String>) -> TopicError {
     TopicError {
         code,
@@ -937,10 +962,7 @@ impl Registry {
                 ));
             }
             if !st.topics.contains_key(name) {
-                return Err(terr(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                ));
+                return Err(unknown_topic(name));
             }
             let mut snap = self.snapshot(&st);
             snap.topics.retain(|t| t.name != name);
@@ -983,25 +1005,13 @@ impl Registry {
                     "the broker is shutting down",
                 ));
             }
-            let t = st.topics.get(name).cloned().ok_or_else(|| {
-                terr(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )
-            })?;
+            let t = st
+                .topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| unknown_topic(name))?;
             let current = t.partitions.len() as u32;
-            if new_total <= current {
-                return Err(terr(
-                    ErrorCode::InvalidPartitions,
-                    format!("topic {name:?} has {current} partitions; the new total must be larger, got {new_total}"),
-                ));
-            }
-            if new_total > PARTITIONS_PER_TOPIC_MAX {
-                return Err(terr(
-                    ErrorCode::InvalidPartitions,
-                    format!("{new_total} partitions; a topic may have at most {PARTITIONS_PER_TOPIC_MAX}"),
-                ));
-            }
+            check_growth(name, current, new_total)?;
             let total = st.partition_count + (new_total - current) as usize;
             if total > self.opts.max_partitions {
                 return Err(terr(
@@ -1067,12 +1077,10 @@ impl Registry {
                     "the broker is shutting down",
                 ));
             }
-            st.topics.get(name).cloned().ok_or_else(|| {
-                terr(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )
-            })?
+            st.topics
+                .get(name)
+                .cloned()
+                .ok_or_else(|| unknown_topic(name))?
         };
         if name.starts_with("__") {
             return Err(terr(

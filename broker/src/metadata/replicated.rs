@@ -19,13 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use runnel_protocol::limits::PARTITIONS_PER_TOPIC_MAX;
 use runnel_protocol::ErrorCode;
 
 use super::{
-    fsync_dir, new_cluster_id, partition_dir_name, terr, MetadataError, MetadataSnapshot,
-    MetadataStore, Registry, RegistryOptions, State, Topic, TopicError, TopicRecord,
-    METADATA_FORMAT_VERSION, PARTITIONS_DIR, PARTITION_OPEN_CONCURRENCY,
+    check_growth, fsync_dir, new_cluster_id, partition_dir_name, terr, unknown_topic,
+    MetadataError, MetadataSnapshot, MetadataStore, Registry, RegistryOptions, State, Topic,
+    TopicError, TopicRecord, METADATA_FORMAT_VERSION, PARTITIONS_DIR, PARTITION_OPEN_CONCURRENCY,
 };
 use crate::cluster::Controller;
 use crate::partition::{Partition, PartitionId, PartitionOptions, StorageContext};
@@ -258,10 +257,7 @@ impl Registry {
     pub(super) async fn delete_topic_replicated(&self, name: &str) -> Result<(), TopicError> {
         self.change(|cur| {
             if !cur.topics.iter().any(|t| t.name == name) {
-                return Err(terr(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                ));
+                return Err(unknown_topic(name));
             }
             let mut next = cur.clone();
             next.topics.retain(|t| t.name != name);
@@ -285,25 +281,13 @@ impl Registry {
         self.change(|cur| {
             let mut next = cur.clone();
             let existing: usize = cur.topics.iter().map(|t| t.assignments.len()).sum();
-            let t = next.topics.iter_mut().find(|t| t.name == name).ok_or_else(|| {
-                terr(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )
-            })?;
+            let t = next
+                .topics
+                .iter_mut()
+                .find(|t| t.name == name)
+                .ok_or_else(|| unknown_topic(name))?;
             let current = t.assignments.len() as u32;
-            if new_total <= current {
-                return Err(terr(
-                    ErrorCode::InvalidPartitions,
-                    format!("topic {name:?} has {current} partitions; the new total must be larger, got {new_total}"),
-                ));
-            }
-            if new_total > PARTITIONS_PER_TOPIC_MAX {
-                return Err(terr(
-                    ErrorCode::InvalidPartitions,
-                    format!("{new_total} partitions; a topic may have at most {PARTITIONS_PER_TOPIC_MAX}"),
-                ));
-            }
+            check_growth(name, current, new_total)?;
             let added = place(&brokers, existing, current, new_total, t.replication_factor);
             t.assignments.extend(added);
             Ok(Some(next))
@@ -324,12 +308,7 @@ impl Registry {
                 .topics
                 .iter_mut()
                 .find(|t| t.name == name)
-                .ok_or_else(|| {
-                    terr(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("topic {name:?} does not exist"),
-                    )
-                })?;
+                .ok_or_else(|| unknown_topic(name))?;
             if t.configs == configs {
                 return Ok(None);
             }

@@ -143,3 +143,81 @@ async fn committed_offsets_survive_the_coordinators_death() {
     }
     println!("committed after failover: {committed:?}");
 }
+
+/// Kill -9 every broker right after a run of acknowledged commits, restart them all: the restarted
+/// coordinator must serve the last acknowledged commit of every partition, not an older one (a restarted
+/// Raft leader that resumed its old term used to replay its offsets partition only up to a stale commit
+/// point, so a consumer resumed below an acknowledged commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_full_cluster_crash() {
+    const PARTITIONS: u32 = 3;
+    const COMMIT_ROUNDS: u64 = 30;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::start(dir.path(), 3, &[]);
+    assert!(c.wait_listening(Duration::from_secs(60)), "{}", c.logs());
+    let client = c.client().await;
+    let mut topic = NewTopic::new("fc", PARTITIONS);
+    topic.replication_factor = 3;
+    c.create_topic(&client, &topic).await;
+    assert!(c.wait_leaders(&client, "fc", Duration::from_secs(60)).await);
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let mut acks = Vec::new();
+    for i in 0..COMMIT_ROUNDS * u64::from(PARTITIONS) {
+        let value = format!("f-{i}");
+        let mut r = ProducerRecord::new("fc", value.as_bytes());
+        r.partition = Some((i % u64::from(PARTITIONS)) as u32);
+        acks.push(producer.enqueue(r).await.expect("enqueue"));
+    }
+    for a in acks {
+        a.await.expect("acked");
+    }
+    producer.close().await;
+
+    let mut cfg = GroupConfig::new("fcg");
+    cfg.auto_commit = false;
+    cfg.offset_reset = OffsetReset::Earliest;
+    let mut consumer = GroupConsumer::subscribe(client.clone(), &["fc"], cfg)
+        .await
+        .expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.assignment().len() < PARTITIONS as usize {
+        assert!(Instant::now() < deadline, "never got every partition");
+        let _ = consumer.poll(Duration::from_millis(200)).await;
+    }
+    // One commit per round, every partition one offset further.
+    for round in 1..=COMMIT_ROUNDS {
+        let offsets: Vec<(&str, u32, u64)> = (0..PARTITIONS).map(|p| ("fc", p, round)).collect();
+        consumer
+            .commit_offsets(&offsets)
+            .await
+            .unwrap_or_else(|e| panic!("commit round {round}: {e}"));
+    }
+    for n in 1..=3 {
+        c.node(n).kill9();
+    }
+    drop(consumer);
+    for n in 1..=3 {
+        c.node(n).restart();
+    }
+    assert!(c.wait_listening(Duration::from_secs(60)), "{}", c.logs());
+    let admin = GroupAdmin::new(connect(&c.bootstrap()).await);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        match admin.committed_offsets("fcg").await {
+            Ok(m) if !m.is_empty() => break m,
+            r => assert!(
+                Instant::now() < deadline,
+                "offsets not readable: {r:?}\n{}",
+                c.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            committed.get(&("fc".to_string(), p)).copied(),
+            Some(COMMIT_ROUNDS),
+            "partition {p} after the restart: {committed:?}"
+        );
+    }
+}

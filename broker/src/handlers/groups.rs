@@ -23,6 +23,12 @@ use crate::metadata::LEADER_WAIT_MAX;
 use crate::partition::Partition;
 use crate::server::Broker;
 
+/// Longest an offset commit above this broker's view of the partition's high watermark waits for the
+/// view to catch up (the leaders' gossip runs every 500 ms) before it is refused.
+const COMMIT_HWM_WAIT: Duration = Duration::from_millis(1_500);
+/// How often that view is looked at meanwhile.
+const COMMIT_HWM_POLL: Duration = Duration::from_millis(20);
+
 /// How often expired group members are looked for.
 const EXPIRE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -224,7 +230,8 @@ pub async fn offset_commit(
     req: OffsetCommitRequest,
 ) -> Result<OffsetCommitResponse, ErrorResponse> {
     let c = coordinator_for(broker, &req.group_id).await?;
-    // The leader's high watermark (this broker's replica may lag, or not exist).
+    // The leader's high watermark as this broker knows it: its own figure when it leads, else its
+    // replica's or the leaders' gossip, which trail the leader by up to a heartbeat or a gossip round.
     let hwm = |topic: &str, p: u32| {
         let t = broker.registry.topic(topic)?;
         if p as usize >= t.record.assignments.len() {
@@ -232,6 +239,17 @@ pub async fn offset_commit(
         }
         Some(crate::cluster::partition_view(broker, &t, p as usize).high_watermark)
     };
+    // A consumer commits what it has just read from the leader: give a trailing figure time to catch
+    // up (bounded) before an offset above it is refused.
+    let deadline = tokio::time::Instant::now() + COMMIT_HWM_WAIT;
+    while req.topics.iter().any(|t| {
+        t.partitions
+            .iter()
+            .any(|p| hwm(&t.name, p.partition).is_some_and(|h| p.offset > h))
+    }) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(COMMIT_HWM_POLL).await;
+    }
     Ok(c.commit(req, hwm).await)
 }
 

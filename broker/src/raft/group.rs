@@ -204,6 +204,12 @@ impl RaftGroup {
             max_in_snapshot_log_to_keep: 0,
             purge_batch_size: 1,
             max_payload_entries: super::network::ENTRIES_PER_APPEND_MAX,
+            // A restarted leader must not resume its old term: openraft's restored leader keeps its old
+            // noop entry as the read index and its restored commit index, so a "linearizable" read right
+            // after the restart could miss entries committed before the crash (the group coordinator
+            // replayed stale offsets, the idempotence table could miss a committed batch). An election
+            // after a restart commits a fresh noop entry first.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         let config = Arc::new(

@@ -5,7 +5,7 @@
 //! 3. `kill -9` of every broker mid-load, restart: every acknowledged record is there;
 //! 4. a replica stopped while the leader writes and purges by retention rejoins and converges (trap T6);
 //! 5. an idempotent batch retried across a leader change is written once;
-//! and producer ids (InitProducerId) from different brokers never collide, nor repeat after a full restart.
+//! 6. producer ids (InitProducerId) from different brokers never collide, nor repeat after a full restart.
 //!
 //! The checks compare what the producer was told (partition, offset) with what consumers read.
 

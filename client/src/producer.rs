@@ -34,7 +34,8 @@ use bytes::Bytes;
 use runnel_protocol::batch::{RecordBatchBuilder, BATCH_HEADER_LEN};
 use runnel_protocol::limits::{BATCH_SIZE_BYTES_MAX, RECORDS_PER_BATCH_MAX};
 use runnel_protocol::messages::{
-    ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL, ACKS_LEADER, ACKS_NONE,
+    InitProducerIdRequest, ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL,
+    ACKS_LEADER, ACKS_NONE,
 };
 use runnel_protocol::{ErrorCode, Request, Response};
 use tokio::sync::{Notify, Semaphore};
@@ -116,7 +117,8 @@ pub struct ProducerConfig {
     /// batch may be written twice. `false` reports those records as failed instead (no duplicates from
     /// retries).
     pub retry_ambiguous: bool,
-    /// Idempotent writes (the default): the producer takes a random 63-bit producer id and numbers the
+    /// Idempotent writes (the default): before its first record the producer obtains a producer id from
+    /// the cluster (`InitProducerId`: unique, handed out of blocks the controller reserves) and numbers the
     /// records of each partition; the partition leader writes a retried batch once and answers its
     /// retries with the original offsets, across leader changes too. Safe with `retry_ambiguous`.
     pub idempotent: bool,
@@ -371,8 +373,16 @@ struct Inner {
     wake: Notify,
     /// Signalled whenever `outstanding` drops to zero.
     idle: Notify,
-    /// The idempotent producer id, if idempotence is on.
-    producer_id: Option<i64>,
+    /// The idempotent producer id: obtained by the first `enqueue` (concurrent ones wait for it); never set
+    /// without idempotence.
+    producer_id: tokio::sync::OnceCell<i64>,
+}
+
+impl Inner {
+    /// The producer id batches are numbered with, if idempotence is on (set before any record is queued).
+    fn producer_id(&self) -> Option<i64> {
+        self.producer_id.get().copied()
+    }
 }
 
 /// Closes the producer when the last user handle goes; the sender then drains what is buffered and stops.
@@ -397,7 +407,6 @@ impl Producer {
     /// Starts a producer (and its sender task) on `cluster`. Must be called within a tokio runtime.
     pub fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
-        let producer_id = config.idempotent.then(new_producer_id);
         let inner = Arc::new(Inner {
             cluster,
             memory: Semaphore::new(config.buffer_memory_bytes),
@@ -406,7 +415,7 @@ impl Producer {
             memory_waiters: AtomicUsize::new(0),
             wake: Notify::new(),
             idle: Notify::new(),
-            producer_id,
+            producer_id: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(run_sender(inner.clone()));
         Ok(Producer {
@@ -444,7 +453,8 @@ impl Producer {
 
     /// Appends one record to its partition's batch, waiting for buffer memory if needed, and returns the
     /// future of its acknowledgement. Records enqueued one after another for the same partition are written
-    /// in that order.
+    /// in that order. The first call of an idempotent producer first obtains its producer id (see
+    /// [`init_producer_id`]); if that fails, the call fails with why and a later one tries again.
     pub async fn enqueue(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         let inner = self.inner();
         if lock(&inner.state).closed {
@@ -454,6 +464,12 @@ impl Producer {
         let max = (BATCH_SIZE_BYTES_MAX - BATCH_HEADER_LEN).min(inner.config.buffer_memory_bytes);
         if size > max {
             return Err(ClientError::RecordTooLarge { size, max });
+        }
+        if inner.config.idempotent {
+            inner
+                .producer_id
+                .get_or_try_init(|| init_producer_id(&inner.cluster, &inner.config))
+                .await?;
         }
         let topic = inner.cluster.topic(rec.topic).await?;
         let mut partitions = topic.partitions.len() as u32;
@@ -536,7 +552,7 @@ impl Producer {
             if o.builder.size_bytes() + size > batch_size
                 || o.builder.len() >= RECORDS_PER_BATCH_MAX
             {
-                close_open(q, inner.producer_id);
+                close_open(q, inner.producer_id());
                 wake = true;
             }
         }
@@ -565,7 +581,7 @@ impl Producer {
             waker_slot: None,
         };
         if open.builder.size_bytes() >= batch_size {
-            close_open(q, inner.producer_id);
+            close_open(q, inner.producer_id());
             wake = true;
         }
         drop(st);
@@ -621,17 +637,48 @@ impl Producer {
     }
 }
 
-/// A random non-negative producer id (63 bits: collisions between live producers are negligible).
-fn new_producer_id() -> i64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    (h.finish() >> 1) as i64
+/// Obtains a producer id with `InitProducerId` from any reachable broker. A retriable failure (no broker
+/// reachable, no controller yet, a timeout) is retried `config.retries` times with the producer's backoff
+/// ([`ProducerConfig::backoff`]); the last failure is returned, a broker's message prefixed with what failed.
+pub async fn init_producer_id(cluster: &Cluster, config: &ProducerConfig) -> Result<i64> {
+    let mut attempt = 0u32;
+    loop {
+        let e = match init_producer_id_once(cluster).await {
+            Ok(id) => return Ok(id),
+            Err(e) => e,
+        };
+        if !e.retriable() || attempt >= config.retries {
+            return Err(match e {
+                ClientError::Broker { code, message } => ClientError::Broker {
+                    code,
+                    message: format!("cannot obtain a producer id: {message}"),
+                },
+                other => other,
+            });
+        }
+        attempt += 1;
+        tracing::debug!(attempt, error = %e, "InitProducerId failed; retrying");
+        tokio::time::sleep(config.backoff(attempt)).await;
+    }
+}
+
+async fn init_producer_id_once(cluster: &Cluster) -> Result<i64> {
+    let req = Request::InitProducerId(InitProducerIdRequest::default());
+    match cluster.request_any(&req).await? {
+        Response::InitProducerId(r) if r.error_code != 0 => Err(ClientError::broker(
+            ErrorCode::from_u16(r.error_code),
+            r.error_message,
+        )),
+        Response::InitProducerId(r) if r.producer_id < 0 => Err(ClientError::Protocol(format!(
+            "InitProducerId succeeded with producer id {}",
+            r.producer_id
+        ))),
+        Response::InitProducerId(r) => Ok(r.producer_id),
+        other => Err(ClientError::Protocol(format!(
+            "InitProducerId answered with a {:?} response",
+            other.api_key()
+        ))),
+    }
 }
 
 /// Seals the open batch into the ready queue; with a producer id, numbers its records next in this
@@ -683,7 +730,7 @@ fn collect(inner: &Inner, now: Instant) -> (Vec<InFlight>, Option<Instant>) {
             if q.ready.is_empty() {
                 match &q.open {
                     Some(o) if hurry || o.created + linger <= now => {
-                        close_open(q, inner.producer_id)
+                        close_open(q, inner.producer_id())
                     }
                     Some(o) => {
                         earliest(o.created + linger);
@@ -898,7 +945,7 @@ mod tests {
     use crate::testing::{self, FakeBroker};
     use runnel_protocol::batch::{records, validate};
     use runnel_protocol::messages::{
-        ProducePartitionResponse, ProduceResponse, ProduceTopicResponse,
+        InitProducerIdResponse, ProducePartitionResponse, ProduceResponse, ProduceTopicResponse,
     };
 
     async fn setup(topics: &[(&str, u32)], config: ProducerConfig) -> (FakeBroker, Producer) {
@@ -1371,6 +1418,134 @@ mod tests {
         assert_eq!(
             p.enqueue(ProducerRecord::new("t", b"y")).await.unwrap_err(),
             ClientError::Closed
+        );
+    }
+
+    /// Sends what `p` buffers without waiting for its linger (the flush itself runs on).
+    fn flush_in_background(p: &Producer) {
+        let p = p.clone();
+        tokio::spawn(async move { p.flush().await });
+    }
+
+    /// Batches of an idempotent producer carry the id a broker handed out (`InitProducerId`, asked once
+    /// per producer) and consecutive sequences; another producer gets another id; without idempotence no
+    /// id is asked for and batches carry none.
+    #[tokio::test]
+    async fn an_idempotent_producer_numbers_batches_with_the_id_the_broker_gave() {
+        let lingering = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 1)], lingering.clone()).await;
+        let mut next = HashMap::new();
+        for (i, expected_seq) in [(0, 0), (1, 3)] {
+            let mut futs = Vec::new();
+            for _ in 0..3 {
+                futs.push(p.enqueue(ProducerRecord::new("t", b"v")).await.unwrap());
+            }
+            flush_in_background(&p);
+            let inc = next_req(&mut fb).await;
+            let bs = batches(&inc.request);
+            let h = validate(&bs[0].1).unwrap();
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (testing::FAKE_FIRST_PRODUCER_ID, 0, expected_seq),
+                "batch {i}"
+            );
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, &mut next))
+                .unwrap();
+            for f in futs {
+                f.await.unwrap();
+            }
+        }
+        let cluster = Cluster::connect(ClientConfig::new(&fb.addr).unwrap())
+            .await
+            .unwrap();
+        let other = Producer::new(cluster.clone(), lingering.clone()).unwrap();
+        let f = other.enqueue(ProducerRecord::new("t", b"w")).await.unwrap();
+        flush_in_background(&other);
+        let inc = next_req(&mut fb).await;
+        let h = validate(&batches(&inc.request)[0].1).unwrap();
+        assert_eq!(h.producer_id, testing::FAKE_FIRST_PRODUCER_ID + 1);
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut next))
+            .unwrap();
+        f.await.unwrap();
+
+        let plain = ProducerConfig {
+            idempotent: false,
+            ..lingering
+        };
+        let plain = Producer::new(cluster, plain).unwrap();
+        let f = plain.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        flush_in_background(&plain);
+        let inc = next_req(&mut fb).await;
+        let h = validate(&batches(&inc.request)[0].1).unwrap();
+        assert_eq!((h.producer_id, h.base_sequence), (-1, -1));
+        inc.reply
+            .send(answer(&inc.request, ErrorCode::None, &mut next))
+            .unwrap();
+        f.await.unwrap();
+        assert_eq!(
+            init_producer_id(&other.inner().cluster, &ProducerConfig::default())
+                .await
+                .unwrap(),
+            testing::FAKE_FIRST_PRODUCER_ID + 2,
+            "the non-idempotent producer asked for no id"
+        );
+    }
+
+    /// Retriable InitProducerId failures are retried `retries` times; past that, or for a non-retriable
+    /// code, `enqueue` fails with the broker's code and says what failed; a later `enqueue` asks again.
+    #[tokio::test]
+    async fn init_producer_id_failures_are_retried_then_surface() {
+        let fail = |code: ErrorCode| InitProducerIdResponse {
+            error_code: code.as_u16(),
+            error_message: Some("no controller yet".into()),
+            producer_id: -1,
+            producer_epoch: -1,
+        };
+        let cfg = |retries| ProducerConfig {
+            retries,
+            retry_backoff: Duration::from_millis(1),
+            ..Default::default()
+        };
+        let (fb, p) = setup(&[("t", 1)], cfg(1)).await;
+        fb.init_producer_id.lock().unwrap().extend([
+            fail(ErrorCode::NotController),
+            fail(ErrorCode::NotController),
+        ]);
+        let e = p.enqueue(ProducerRecord::new("t", b"v")).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotController), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cannot obtain a producer id: no controller yet"),
+            "{e}"
+        );
+        assert!(
+            fb.init_producer_id.lock().unwrap().is_empty(),
+            "two attempts"
+        );
+        assert_eq!(
+            p.available_memory(),
+            BUFFER_MEMORY_BYTES_DEFAULT,
+            "nothing queued"
+        );
+
+        fb.init_producer_id.lock().unwrap().extend([
+            fail(ErrorCode::InvalidRequest),
+            fail(ErrorCode::NotController),
+        ]);
+        let e = p.enqueue(ProducerRecord::new("t", b"v")).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::InvalidRequest), "not retried");
+        assert_eq!(fb.init_producer_id.lock().unwrap().len(), 1);
+
+        // One retriable failure is within `retries`: the next call gets an id.
+        p.enqueue(ProducerRecord::new("t", b"v")).await.unwrap();
+        assert_eq!(
+            p.inner().producer_id(),
+            Some(testing::FAKE_FIRST_PRODUCER_ID)
         );
     }
 

@@ -1,11 +1,16 @@
-//! Test support: a scriptable fake broker on loopback. It answers `ApiVersions` and `Metadata` itself and
-//! hands every other request to the test, which answers (or not) through a oneshot, in any order.
+//! Test support: a scriptable fake broker on loopback. It answers `ApiVersions`, `Metadata` and
+//! `InitProducerId` itself and hands every other request to the test, which answers (or not) through a
+//! oneshot, in any order.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use runnel_protocol::frame::{concat, encode_response};
-use runnel_protocol::messages::{BrokerMeta, MetadataResponse, PartitionMeta, TopicMeta};
+use runnel_protocol::messages::{
+    BrokerMeta, InitProducerIdResponse, MetadataResponse, PartitionMeta, TopicMeta,
+};
 use runnel_protocol::{Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -22,7 +27,13 @@ pub struct Incoming {
 pub struct FakeBroker {
     pub addr: String,
     pub requests: mpsc::UnboundedReceiver<Incoming>,
+    /// Answers to the next `InitProducerId` requests, in order; once empty, each gets the next id from
+    /// [`FAKE_FIRST_PRODUCER_ID`] on.
+    pub init_producer_id: Arc<Mutex<VecDeque<InitProducerIdResponse>>>,
 }
+
+/// The first producer id a fake broker hands out (far from 0, so a test sees it is the broker's).
+pub const FAKE_FIRST_PRODUCER_ID: i64 = 7_000;
 
 /// Metadata for a one-broker cluster with the given topics (name, partition count), all led by node 1.
 pub fn single_node_metadata(port: u16, topics: &[(&str, u32)]) -> MetadataResponse {
@@ -71,10 +82,15 @@ pub async fn start_shared(meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
 fn serve(l: TcpListener, meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
     let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
+    let scripted: Arc<Mutex<VecDeque<InitProducerIdResponse>>> = Arc::default();
+    let next_pid = Arc::new(AtomicI64::new(FAKE_FIRST_PRODUCER_ID));
+    let init_producer_id = scripted.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let tx = tx.clone();
             let meta = meta.clone();
+            let scripted = scripted.clone();
+            let next_pid = next_pid.clone();
             tokio::spawn(async move {
                 let (mut rd, mut wr) = s.into_split();
                 let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -97,6 +113,15 @@ fn serve(l: TcpListener, meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
                             let m = meta.lock().unwrap().clone();
                             let _ = out_tx.send(answer(&Response::Metadata(m)));
                         }
+                        Request::InitProducerId(_) => {
+                            let r = scripted.lock().unwrap().pop_front().unwrap_or_else(|| {
+                                InitProducerIdResponse {
+                                    producer_id: next_pid.fetch_add(1, Ordering::SeqCst),
+                                    ..Default::default()
+                                }
+                            });
+                            let _ = out_tx.send(answer(&Response::InitProducerId(r)));
+                        }
                         other => {
                             let (reply, rx) = oneshot::channel();
                             let _ = tx.send(Incoming {
@@ -118,6 +143,7 @@ fn serve(l: TcpListener, meta: Arc<Mutex<MetadataResponse>>) -> FakeBroker {
     FakeBroker {
         addr: addr.to_string(),
         requests: rx,
+        init_producer_id,
     }
 }
 

@@ -86,6 +86,7 @@ apis! {
     DescribeGroup = 13, DescribeGroupRequest, DescribeGroupResponse, 0..=0;
     RaftRpc = 100, RaftRpcRequest, RaftRpcResponse, 0..=0;
     AlterConfigs = 14, AlterConfigsRequest, AlterConfigsResponse, 0..=0;
+    InitProducerId = 15, InitProducerIdRequest, InitProducerIdResponse, 0..=0;
 }
 
 /// The header of every request.

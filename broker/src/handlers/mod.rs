@@ -9,6 +9,7 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
 pub mod groups;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -100,6 +101,9 @@ pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, Erro
         Request::RaftRpc(r) => Ok(Response::RaftRpc(raft_rpc(broker, r).await)),
         Request::AlterConfigs(r) => Ok(Response::AlterConfigs(
             alter_configs::handle(broker, r).await,
+        )),
+        Request::InitProducerId(r) => Ok(Response::InitProducerId(
+            init_producer_id::handle(broker, r).await,
         )),
     }
 }

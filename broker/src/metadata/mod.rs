@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, DEFAULT_SEGMENT_MS};
 use crate::partition::{LogConfig, Partition, PartitionId, StorageContext};
 
+mod producer_ids;
 mod replicated;
+pub use producer_ids::{ProducerIdBlock, PRODUCER_ID_BLOCK};
 pub use replicated::ClusterMode;
 
 pub const METADATA_FILE: &str = "metadata.json";
@@ -84,6 +86,10 @@ pub struct MetadataSnapshot {
     /// Cluster mode: the number of accepted metadata changes (a change is accepted only as epoch + 1).
     #[serde(default)]
     pub epoch: u64,
+    /// The first producer id no broker has reserved yet (see [`producer_ids`]). 0 in a document written
+    /// before producer ids were handed out.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 /// Where the registry is persisted. A replicated metadata group implements this later.
@@ -318,6 +324,8 @@ struct State {
     cluster_id: String,
     /// Cluster mode: the applied metadata epoch.
     epoch: u64,
+    /// The first producer id not reserved yet (persisted with the topics).
+    next_producer_id: i64,
 }
 
 /// The topic registry. Cheap to share as `Arc<Registry>`.
@@ -330,6 +338,8 @@ pub struct Registry {
     admin: tokio::sync::Mutex<()>,
     /// Set in cluster mode (see [`replicated`]).
     cluster: Option<replicated::ClusterMode>,
+    /// The producer ids this broker hands out (see [`producer_ids`]).
+    producer_ids: ProducerIdBlock,
 }
 
 /// Checks a topic name: 1..=249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`.
@@ -554,6 +564,7 @@ impl Registry {
                     epoch: 0,
                     cluster_id: new_cluster_id(),
                     topics: Vec::new(),
+                    next_producer_id: 0,
                 };
                 store.save(s.clone()).await.map_err(MetadataError::Store)?;
                 s
@@ -569,9 +580,11 @@ impl Registry {
                 closed: false,
                 cluster_id: snap.cluster_id.clone(),
                 epoch: 0,
+                next_producer_id: snap.next_producer_id,
             }),
             admin: tokio::sync::Mutex::new(()),
             cluster: None,
+            producer_ids: ProducerIdBlock::new(),
             opts,
         };
         reg.sweep_unknown_dirs(&snap).await?;
@@ -738,6 +751,7 @@ impl Registry {
             cluster_id: st.cluster_id.clone(),
             topics: st.topics.values().map(|t| t.record.clone()).collect(),
             epoch: st.epoch,
+            next_producer_id: st.next_producer_id,
         }
     }
 
@@ -1157,6 +1171,48 @@ impl Registry {
         Ok(configs)
     }
 
+    /// A producer id never handed out before, by this broker or any other (see [`producer_ids`]).
+    pub async fn next_producer_id(&self) -> Result<i64, TopicError> {
+        self.producer_ids
+            .next(|| self.reserve_producer_ids(PRODUCER_ID_BLOCK))
+            .await
+    }
+
+    /// The first producer id not reserved yet, as applied here.
+    pub fn producer_id_watermark(&self) -> i64 {
+        self.read().next_producer_id
+    }
+
+    /// Durably reserves the next `count` producer ids: through the controller in cluster mode, else by
+    /// saving the metadata file (under the admin lock, so no other save can write an older value).
+    async fn reserve_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, TopicError> {
+        if self.cluster.is_some() {
+            return self.reserve_producer_ids_replicated(count).await;
+        }
+        let _admin = self.admin.lock().await;
+        let (snap, start) = {
+            let st = self.read();
+            if st.closed {
+                return Err(terr(
+                    ErrorCode::BrokerShuttingDown,
+                    "the broker is shutting down",
+                ));
+            }
+            let mut snap = self.snapshot(&st);
+            snap.next_producer_id = reserve_after(st.next_producer_id, count)?;
+            (snap, st.next_producer_id)
+        };
+        let end = snap.next_producer_id;
+        self.store.save(snap).await.map_err(|e| {
+            terr(
+                ErrorCode::StorageError,
+                format!("saving the producer id reservation: {e}"),
+            )
+        })?;
+        self.write().next_producer_id = end;
+        Ok(start..end)
+    }
+
     /// Shuts every partition down (flushing it); later admin operations fail with BROKER_SHUTTING_DOWN.
     pub async fn shutdown(&self) {
         let _admin = self.admin.lock().await;
@@ -1171,6 +1227,18 @@ impl Registry {
         shutdown_all(&parts).await;
         tracing::info!(partitions = parts.len(), "every partition shut down");
     }
+}
+
+/// The `next_producer_id` after reserving `count` ids from `next`; an error when the id space is spent.
+fn reserve_after(next: i64, count: i64) -> Result<i64, TopicError> {
+    next.checked_add(count)
+        .filter(|_| next >= 0)
+        .ok_or_else(|| {
+            terr(
+                ErrorCode::Unknown,
+                format!("producer ids are exhausted (next {next})"),
+            )
+        })
 }
 
 /// Shuts partitions down, a bounded number at a time, logging failures.
@@ -1484,6 +1552,66 @@ mod tests {
             dir.path().join("partitions/t-0").exists(),
             "nothing deleted"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn producer_ids_are_unique_under_concurrency_and_never_reused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = PRODUCER_ID_BLOCK as usize * 2 + 500;
+        let first: BTreeSet<i64>;
+        {
+            let r = Arc::new(open(dir.path(), 100).await);
+            assert_eq!(r.producer_id_watermark(), 0);
+            let mut tasks = Vec::new();
+            for i in 0..calls {
+                let r = r.clone();
+                tasks.push(tokio::spawn(async move {
+                    // Topic saves interleave with reservations: neither may lose the other's change.
+                    if i % 1000 == 1 {
+                        r.create_topic(&format!("t{i}"), 1, 1, &[], false)
+                            .await
+                            .unwrap();
+                    }
+                    r.next_producer_id().await.unwrap()
+                }));
+            }
+            let mut ids = BTreeSet::new();
+            for t in tasks {
+                assert!(ids.insert(t.await.unwrap()), "an id handed out twice");
+            }
+            assert_eq!(ids.len(), calls);
+            assert_eq!(ids.first(), Some(&0));
+            assert_eq!(
+                r.producer_id_watermark(),
+                3 * PRODUCER_ID_BLOCK,
+                "three blocks reserved, no more"
+            );
+            assert!(ids.iter().all(|id| *id < 3 * PRODUCER_ID_BLOCK));
+            assert_eq!(r.topics().len(), 3, "t1, t1001, t2001");
+            r.shutdown().await;
+            first = ids;
+        }
+        // The file holds the reservation; a restarted broker skips the rest of its old block.
+        let r = open(dir.path(), 100).await;
+        assert_eq!(r.producer_id_watermark(), 3 * PRODUCER_ID_BLOCK);
+        assert_eq!(r.topics().len(), 3);
+        let max_old = *first.last().unwrap();
+        for _ in 0..10 {
+            let id = r.next_producer_id().await.unwrap();
+            assert!(id > max_old && id >= 3 * PRODUCER_ID_BLOCK, "{id} reused");
+        }
+        assert_eq!(r.producer_id_watermark(), 4 * PRODUCER_ID_BLOCK);
+        r.shutdown().await;
+    }
+
+    #[test]
+    fn a_snapshot_written_before_producer_ids_loads_with_zero() {
+        let doc = r#"{"version":1,"cluster_id":"c","topics":[],"epoch":4}"#;
+        let s: MetadataSnapshot = serde_json::from_str(doc).unwrap();
+        assert_eq!((s.epoch, s.next_producer_id), (4, 0));
+        assert_eq!(reserve_after(0, 1000).unwrap(), 1000);
+        assert!(reserve_after(i64::MAX - 10, 1000).is_err());
+        assert!(reserve_after(-5, 1000).is_err());
     }
 
     #[tokio::test]

@@ -22,9 +22,10 @@ use futures::StreamExt;
 use runnel_protocol::ErrorCode;
 
 use super::{
-    check_growth, fsync_dir, new_cluster_id, partition_dir_name, terr, unknown_topic,
-    MetadataError, MetadataSnapshot, MetadataStore, Registry, RegistryOptions, State, Topic,
-    TopicError, TopicRecord, METADATA_FORMAT_VERSION, PARTITIONS_DIR, PARTITION_OPEN_CONCURRENCY,
+    check_growth, fsync_dir, new_cluster_id, partition_dir_name, reserve_after, terr,
+    unknown_topic, MetadataError, MetadataSnapshot, MetadataStore, ProducerIdBlock, Registry,
+    RegistryOptions, State, Topic, TopicError, TopicRecord, METADATA_FORMAT_VERSION,
+    PARTITIONS_DIR, PARTITION_OPEN_CONCURRENCY,
 };
 use crate::cluster::Controller;
 use crate::partition::{Partition, PartitionId, PartitionOptions, StorageContext};
@@ -131,6 +132,7 @@ impl Registry {
                 closed: false,
                 cluster_id: String::new(),
                 epoch: 0,
+                next_producer_id: 0,
             }),
             admin: tokio::sync::Mutex::new(()),
             cluster: Some(ClusterMode {
@@ -139,6 +141,7 @@ impl Registry {
                 brokers,
                 apply_lock: tokio::sync::Mutex::new(()),
             }),
+            producer_ids: ProducerIdBlock::new(),
             opts,
         })
     }
@@ -158,13 +161,38 @@ impl Registry {
     pub async fn bootstrap_cluster(&self) -> Result<(), TopicError> {
         self.change(|cur| Ok((cur.epoch == 0).then(|| cur.clone())))
             .await
+            .map(|_| ())
     }
 
-    /// Builds the next snapshot with `build` (None: nothing to change) and proposes it until accepted.
+    /// Reserves the next `count` producer ids: a metadata change moving `next_producer_id` forward. Once it
+    /// is accepted (committed, and applied here) the range is this broker's alone.
+    pub(super) async fn reserve_producer_ids_replicated(
+        &self,
+        count: i64,
+    ) -> Result<std::ops::Range<i64>, TopicError> {
+        let accepted = self
+            .change(|cur| {
+                let mut next = cur.clone();
+                next.next_producer_id = reserve_after(cur.next_producer_id, count)?;
+                Ok(Some(next))
+            })
+            .await?
+            .ok_or_else(|| {
+                terr(
+                    ErrorCode::Unknown,
+                    "the producer id reservation was dropped",
+                )
+            })?;
+        let end = accepted.next_producer_id;
+        Ok(end - count..end)
+    }
+
+    /// Builds the next snapshot with `build` (None: nothing to change) and proposes it until accepted;
+    /// returns the accepted snapshot (`None` when there was nothing to change).
     async fn change(
         &self,
         build: impl Fn(&MetadataSnapshot) -> Result<Option<MetadataSnapshot>, TopicError>,
-    ) -> Result<(), TopicError> {
+    ) -> Result<Option<MetadataSnapshot>, TopicError> {
         let Some(c) = &self.cluster else {
             return Err(terr(ErrorCode::Unknown, "not in cluster mode"));
         };
@@ -180,7 +208,7 @@ impl Registry {
                 self.snapshot(&st)
             };
             let Some(mut next) = build(&cur)? else {
-                return Ok(());
+                return Ok(None);
             };
             next.version = METADATA_FORMAT_VERSION;
             next.epoch = cur.epoch + 1;
@@ -188,7 +216,7 @@ impl Registry {
                 next.cluster_id = new_cluster_id();
             }
             if c.controller.propose(&next).await? {
-                return Ok(());
+                return Ok(Some(next));
             }
             tracing::debug!(
                 epoch = next.epoch,
@@ -430,6 +458,9 @@ impl Registry {
             st.partition_count = st.topics.values().map(|t| t.local().count()).sum();
             st.epoch = doc.epoch;
             st.cluster_id = doc.cluster_id.clone();
+            // Every change is built from the applied state, so this only grows; `max` keeps a (buggy)
+            // document that lowers it from handing reserved ids out again.
+            st.next_producer_id = st.next_producer_id.max(doc.next_producer_id);
         }
         for (part, name, p) in to_close {
             if let Err(e) = part.shutdown().await {

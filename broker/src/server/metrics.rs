@@ -97,6 +97,7 @@ pub fn api_label(api: Option<ApiKey>) -> &'static str {
         Some(ApiKey::DescribeGroup) => "describe_group",
         Some(ApiKey::RaftRpc) => "raft_rpc",
         Some(ApiKey::AlterConfigs) => "alter_configs",
+        Some(ApiKey::InitProducerId) => "init_producer_id",
         None => "unknown",
     }
 }
@@ -732,6 +733,7 @@ fn for_each_error(r: &Response, f: &mut impl FnMut(u16, Option<&str>)) {
             }
         }
         Response::FindCoordinator(c) => one(c.error_code, &c.error_message),
+        Response::InitProducerId(r) => one(r.error_code, &r.error_message),
         Response::GroupHeartbeat(h) => one(h.error_code, &h.error_message),
         Response::OffsetCommit(c) => {
             one(c.error_code, &c.error_message);

@@ -7,6 +7,7 @@
 #   cluster_stop              kill -9 the brokers started by cluster_start (safe to call twice)
 #   cluster_leader TOPIC P    print the node id leading partition P of TOPIC
 #   cluster_wait_healthy      wait until `runnel cluster health` exits 0 (controller + every partition led)
+# CLUSTER_BROKER_ARGS (optional, word-split): extra flags for every broker, e.g. "--raft-heartbeat-ms 500".
 # After cluster_start: CLUSTER_BROKERS (the --brokers list), CLUSTER_PIDS[i] / CLUSTER_PORTS[i] for node i+1.
 
 CLUSTER_CONTROLLER_WAIT_S=60 # a fresh cluster elects its controller within a few seconds
@@ -46,7 +47,7 @@ cluster_start() {
     mkdir -p "$CLUSTER_DIR/n$i"
     "$CLUSTER_BIN/runnel-broker" --node-id "$i" --listen "127.0.0.1:$port" --advertise "127.0.0.1:$port" \
       --admin-listen 127.0.0.1:0 --data-dir "$CLUSTER_DIR/n$i/data" --peers "$peers" \
-      > "$CLUSTER_DIR/n$i/broker.log" 2>&1 &
+      ${CLUSTER_BROKER_ARGS:-} > "$CLUSTER_DIR/n$i/broker.log" 2>&1 &
     CLUSTER_PIDS+=("$!")
   done
   local deadline=$((SECONDS + CLUSTER_CONTROLLER_WAIT_S))

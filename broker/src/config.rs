@@ -33,6 +33,11 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 128 * 1024 * 1024;
 pub const SEGMENT_BYTES_MIN: u64 = BATCH_SIZE_BYTES_MAX as u64;
 /// Largest segment size: the storage engine's limit (index entries hold file positions as `u32`).
 pub const SEGMENT_BYTES_MAX: u64 = crate::storage::log::SEGMENT_BYTES_MAX;
+/// Raft heartbeat interval of replicated partitions (and of the metadata group), in ms.
+pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 150;
+/// Bounds of `--raft-heartbeat-ms`.
+pub const RAFT_HEARTBEAT_MS_MIN: u64 = 20;
+pub const RAFT_HEARTBEAT_MS_MAX: u64 = 1_000;
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// `-1`: unlimited.
@@ -126,6 +131,11 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_SEGMENT_BYTES", value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
 
+    /// Raft heartbeat interval of replicated partitions, in ms, 20 to 1000; elections start after 4 to 8
+    /// silent intervals. Longer makes many idle partitions cheaper and failover slower. [default: 150]
+    #[arg(long, env = "RUNNEL_RAFT_HEARTBEAT_MS", value_name = "MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+
     /// Time-based retention of topics without a retention.ms override, in milliseconds; -1 = unlimited.
     /// [default: 604800000 (7 days)]
     #[arg(
@@ -188,6 +198,7 @@ struct FileConfig {
     max_inflight_per_connection: Option<usize>,
     default_partitions: Option<u32>,
     segment_bytes: Option<u64>,
+    raft_heartbeat_ms: Option<u64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
 }
@@ -229,6 +240,7 @@ pub struct BrokerConfig {
     pub max_inflight_per_connection: usize,
     pub default_partitions: u32,
     pub segment_bytes: u64,
+    pub raft_heartbeat_ms: u64,
     /// `-1`: unlimited.
     pub retention_ms: i64,
     /// `-1`: unlimited.
@@ -249,6 +261,7 @@ impl Default for BrokerConfig {
             max_inflight_per_connection: DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
             default_partitions: DEFAULT_PARTITIONS,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
+            raft_heartbeat_ms: DEFAULT_RAFT_HEARTBEAT_MS,
             retention_ms: DEFAULT_RETENTION_MS,
             retention_bytes: DEFAULT_RETENTION_BYTES,
         }
@@ -271,6 +284,7 @@ struct PrintedConfig<'a> {
     max_inflight_per_connection: usize,
     default_partitions: u32,
     segment_bytes: u64,
+    raft_heartbeat_ms: u64,
     retention_ms: i64,
     retention_bytes: i64,
 }
@@ -387,6 +401,10 @@ impl BrokerConfig {
                 .segment_bytes
                 .or(file.segment_bytes)
                 .unwrap_or(d.segment_bytes),
+            raft_heartbeat_ms: cli
+                .raft_heartbeat_ms
+                .or(file.raft_heartbeat_ms)
+                .unwrap_or(d.raft_heartbeat_ms),
             retention_ms: cli
                 .retention_ms
                 .or(file.retention_ms)
@@ -458,6 +476,15 @@ impl BrokerConfig {
             ));
         }
         check_segment_bytes("segment-bytes", self.segment_bytes)?;
+        if !(RAFT_HEARTBEAT_MS_MIN..=RAFT_HEARTBEAT_MS_MAX).contains(&self.raft_heartbeat_ms) {
+            return Err(invalid(
+                "raft-heartbeat-ms",
+                format!(
+                    "{} is outside {RAFT_HEARTBEAT_MS_MIN}..={RAFT_HEARTBEAT_MS_MAX}",
+                    self.raft_heartbeat_ms
+                ),
+            ));
+        }
         check_retention("retention-ms", self.retention_ms)?;
         check_retention("retention-bytes", self.retention_bytes)?;
         check_retention_vs_segment("retention-bytes", self.retention_bytes, self.segment_bytes)?;
@@ -486,6 +513,7 @@ impl BrokerConfig {
             max_inflight_per_connection: self.max_inflight_per_connection,
             default_partitions: self.default_partitions,
             segment_bytes: self.segment_bytes,
+            raft_heartbeat_ms: self.raft_heartbeat_ms,
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
         };
@@ -657,6 +685,15 @@ mod tests {
             "admin-listen"
         );
         assert_eq!(err_key(parse(&["--advertise", "host"])), "advertise");
+        assert_eq!(
+            err_key(parse(&["--raft-heartbeat-ms", "19"])),
+            "raft-heartbeat-ms"
+        );
+        assert_eq!(
+            err_key(parse(&["--raft-heartbeat-ms", "1001"])),
+            "raft-heartbeat-ms"
+        );
+        assert!(parse(&["--raft-heartbeat-ms", "1000"]).is_ok());
         assert_eq!(err_key(parse(&["--advertise", "host:0"])), "advertise");
         assert_eq!(err_key(parse(&["--node-id", "0"])), "node-id");
         assert_eq!(
@@ -770,6 +807,7 @@ mod tests {
             "--retention-ms",
             &DEFAULT_RETENTION_MS.to_string(),
             "--retention-bytes",
+            "--raft-heartbeat-ms",
             "RUNNEL_DATA_DIR",
             "--print-config",
         ] {
@@ -777,7 +815,7 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default: ").count(),
-            14,
+            15,
             "every setting states its default"
         );
     }

@@ -128,10 +128,10 @@ impl Default for PartitionOptions {
 }
 
 impl PartitionOptions {
-    /// Options for a replica of a multi-voter partition: the replicated timing profile over `net`.
+    /// Options for a replica of a multi-voter partition: `net`'s timing (`--raft-heartbeat-ms`) over `net`.
     pub fn replicated(net: Arc<RaftNet>) -> PartitionOptions {
         PartitionOptions {
-            group: GroupConfig::replicated(),
+            group: net.timing().clone(),
             retention_check_interval: RETENTION_CHECK_INTERVAL,
             replication: Some(net),
         }

@@ -47,10 +47,16 @@ impl GroupConfig {
     /// spaced (150 ms) and elections slower (0.6–1.2 s) than a single-member group's. A dead leader is
     /// replaced in about two election timeouts (openraft also waits out the leader lease).
     pub fn replicated() -> GroupConfig {
+        GroupConfig::replicated_with(150)
+    }
+
+    /// The replicated profile around another heartbeat interval: elections start after 4 to 8 silent
+    /// intervals (`--raft-heartbeat-ms`).
+    pub fn replicated_with(heartbeat_interval_ms: u64) -> GroupConfig {
         GroupConfig {
-            heartbeat_interval_ms: 150,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1_200,
+            heartbeat_interval_ms,
+            election_timeout_min_ms: heartbeat_interval_ms * 4,
+            election_timeout_max_ms: heartbeat_interval_ms * 8,
             recovery_timeout: Duration::from_secs(10),
         }
     }
@@ -284,9 +290,14 @@ impl RaftGroup {
         // so the high watermark never appears to move backwards after a restart.
         let target = log.bounds().last.map(|l| l.index);
         let wait = self.raft.wait(Some(cfg.recovery_timeout));
-        wait.state(ServerState::Leader, "lead")
-            .await
-            .map_err(|e| GroupError::Timeout(e.to_string()))?;
+        // Leader with its vote committed (openraft reports the state a moment before the vote is
+        // persisted, and refuses writes until then).
+        wait.metrics(
+            |m| m.state == ServerState::Leader && m.vote.committed,
+            "lead",
+        )
+        .await
+        .map_err(|e| GroupError::Timeout(e.to_string()))?;
         if let Some(t) = target {
             wait.applied_index_at_least(Some(t), "apply the recovered log")
                 .await

@@ -457,6 +457,8 @@ pub struct RaftNet {
     book: HashMap<u64, String>,
     peers: Mutex<HashMap<u64, Arc<PeerClient>>>,
     groups: RwLock<HashMap<String, GroupRaft>>,
+    /// Timing of every replicated group on this broker.
+    timing: super::GroupConfig,
 }
 
 impl std::fmt::Debug for RaftNet {
@@ -501,12 +503,27 @@ fn ok_response<T: Serialize>(v: &T) -> RaftRpcResponse {
 impl RaftNet {
     /// `book` maps node ids to `host:port` (this node's own entry is ignored).
     pub fn new(node_id: u64, book: impl IntoIterator<Item = (u64, String)>) -> Arc<RaftNet> {
+        RaftNet::with_timing(node_id, book, super::GroupConfig::replicated())
+    }
+
+    /// A network whose groups use `timing` (see [`super::GroupConfig::replicated_with`]).
+    pub fn with_timing(
+        node_id: u64,
+        book: impl IntoIterator<Item = (u64, String)>,
+        timing: super::GroupConfig,
+    ) -> Arc<RaftNet> {
         Arc::new(RaftNet {
             node_id,
             book: book.into_iter().filter(|(n, _)| *n != node_id).collect(),
             peers: Mutex::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
+            timing,
         })
+    }
+
+    /// Timing of the replicated groups on this broker.
+    pub fn timing(&self) -> &super::GroupConfig {
+        &self.timing
     }
 
     pub fn node_id(&self) -> u64 {

@@ -268,12 +268,13 @@ impl Starting {
         } = self;
         let metrics = admin.metrics().clone();
         tracing::info!(data_dir = %config.data_dir.display(), admin = %admin_addr, "opening partitions");
-        let raft = crate::raft::RaftNet::new(
+        let raft = crate::raft::RaftNet::with_timing(
             u64::from(config.node_id),
             config
                 .peers
                 .iter()
                 .map(|p| (u64::from(p.node_id), p.addr.clone())),
+            crate::raft::GroupConfig::replicated_with(config.raft_heartbeat_ms),
         );
         let ctx = StorageContext::with_observer(Arc::new(RealIo), Some(metrics.fsync_observer()));
         let opts = RegistryOptions {

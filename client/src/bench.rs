@@ -455,22 +455,24 @@ async fn produce_task(job: ProduceJob, stats: Arc<Stats>) -> Result<()> {
         if job.count.is_some_and(|c| i >= c) || job.end.is_some_and(|e| Instant::now() >= e) {
             break;
         }
-        let intended = match job.rate {
-            Some(r) => {
-                let t = start + Duration::from_secs_f64(i as f64 / r);
-                if t > Instant::now() {
-                    tokio::time::sleep_until(t).await;
-                }
-                t
+        // At a fixed rate a record's latency counts from its scheduled send time, so a stall delays the
+        // schedule and is measured (no coordinated omission); without a rate it counts from when the window
+        // has room and the record is handed to the producer.
+        let scheduled = job
+            .rate
+            .map(|r| start + Duration::from_secs_f64(i as f64 / r));
+        if let Some(t) = scheduled {
+            if t > Instant::now() {
+                tokio::time::sleep_until(t).await;
             }
-            None => Instant::now(),
-        };
+        }
         while window.len() >= job.in_flight {
             if let Some((t0, mut f)) = window.pop_front() {
                 let r = (&mut f).await;
                 account(&mut local, t0, &f, r);
             }
         }
+        let intended = scheduled.unwrap_or_else(Instant::now);
         if let Some(base) = job.stamp {
             let ns = intended.saturating_duration_since(base).as_nanos() as u64;
             value[..8].copy_from_slice(&ns.to_le_bytes());

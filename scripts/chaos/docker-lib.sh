@@ -189,6 +189,16 @@ net_stats() {
   echo "broker $1: tbf ${q:-none}; iptables dropped $d packets"
 }
 
+# leader_seen_by I SINCE P: the last leader (and term) of partition P of the topic that broker I logged since
+# SINCE (a docker logs --since time, e.g. unix seconds), e.g. "3 term 4", or "none". From the broker's log, since a client request
+# (topic describe) is not pinned to one broker: the client asks the first broker of its metadata.
+leader_seen_by() {
+  local line
+  line=$(dk logs --since "$2" "${CID[$1]}" 2>&1 | grep -F "leadership changed topic=$TOPIC partition=$3 leader=Some" | tail -1)
+  [ -n "$line" ] || { echo none; return; }
+  sed -E 's/.* leader=Some\(([0-9]+)\) term=([0-9]+).*/\1 term \2/' <<<"$line"
+}
+
 # heal_net I: removes every network fault of broker I (no-op if there is none).
 heal_net() {
   netns "$1" iptables -w 5 -F "$CHAIN_IN" 2>/dev/null

@@ -18,14 +18,13 @@ for n in $(seq 1 "$FAULTS"); do
   pace "$GAP_S"
   [ "$(remaining)" -gt $((CUT_S + 2)) ] || break
   l=$(leader_of 0) || { NOTE+=" no leader of partition 0 before fault $n;"; break; }
-  term=$(describe_field 0 leader_term "$(addr "$l")")
+  since=$(date +%s)
   isolate_node "$l" || { NOTE+=" could not isolate broker $l;"; heal_net "$l"; break; }
   pace "$CUT_S"
-  # Evidence, not a condition: who the majority side follows now.
-  others=$(for i in $(seq 1 "$NODES"); do [ "$i" != "$l" ] && printf '%s,' "$(addr "$i")"; done)
-  log "cut $n: partition 0 was led by $l (term ${term:-?}); the majority side now sees leader" \
-    "$(describe_field 0 leader "${others%,}" || echo '?') (term $(describe_field 0 leader_term "${others%,}" || echo '?'))," \
-    "the isolated one $(describe_field 0 leader "$(addr "$l")" || echo '?')"
+  # Evidence, not a condition: whom the majority side elected while broker l was cut off (their logs).
+  seen=""
+  for i in $(seq 1 "$NODES"); do [ "$i" != "$l" ] && seen+=" broker $i: $(leader_seen_by "$i" "$since" 0);"; done
+  log "cut $n of broker $l (led partition 0): new leader of partition 0 as logged since the cut:$seen"
   log "heal broker $l's network"
   heal_net "$l"
   wait_node_ready "$l" || NOTE+=" broker $l not ready after heal $n;"

@@ -10,7 +10,9 @@
 # (`up -d`, every broker answering `cluster health` and healthy in docker), and the EXIT trap always removes it
 # (`down -v`: containers, network, volumes), after saving each broker's `docker logs` as WORK/nI.log.
 # Clients (runnel, runnel-verify: the static host binaries in target/static/...) talk to the advertised
-# container addresses directly; the host routes to 172.29.50.0/24.
+# container addresses directly; the host routes to 172.29.50.0/24. The subnet and the published loopback ports
+# are fixed by docker-compose.yml, so only one such cluster can run at a time (docker-smoke.sh, a plain
+# `docker compose up` and this project exclude each other: `up` fails, the scenario reports FAIL).
 #
 # Faults: kill -9 = `docker kill -s KILL`, SIGSTOP/SIGCONT = `docker pause`/`unpause` (the cgroup freezer),
 # restart = `docker start` (same container, address and volume). Network faults, only here, are set from the

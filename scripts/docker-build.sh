@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the image runnel:dev (Dockerfile at the repository root, FROM scratch) from statically linked
-# runnel-broker and runnel binaries.
+# runnel-broker and runnel binaries. runnel-verify (the history checker the docker chaos scenarios run on the
+# host, scripts/chaos/run-all.sh --docker) is built beside them in the same static target dir, not put in the
+# image.
 #
 # The binaries are built with crt-static into their own target directory (target/static), so this does not
 # invalidate the normal release build. The script checks that both are static (`file`, `ldd`), stages them
@@ -30,7 +32,8 @@ docker info >/dev/null 2>&1 || die "the docker daemon is not reachable (docker i
 
 echo "docker-build: cargo build (static, $TARGET, into $CARGO_TARGET_DIR)"
 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --target "$TARGET" --bin runnel-broker --bin runnel
+  cargo build --release --target "$TARGET" --bin runnel-broker --bin runnel --bin runnel-verify
+[ -x "$BIN_DIR/runnel-verify" ] || die "no binary $BIN_DIR/runnel-verify"
 
 for bin in "${BINARIES[@]}"; do
   path="$BIN_DIR/$bin"

@@ -1,7 +1,14 @@
 # shellcheck shell=bash
-# Shared helpers of the loopback chaos scenarios (scripts/chaos/*.sh): no docker, real runnel-broker
-# processes on 127.0.0.1, each with its own data dir under one temp dir, faults by signal (kill -9, SIGSTOP,
-# SIGCONT) and restart.
+# Shared helpers of the chaos scenarios (scripts/chaos/*.sh). Two backends run the same scenarios:
+# - loopback (the default, defined here): real runnel-broker processes on 127.0.0.1, each with its own data dir
+#   under one temp dir, faults by signal (kill -9, SIGSTOP, SIGCONT) and restart;
+# - docker (CHAOS_BACKEND=docker, docker-lib.sh, sourced at the end of this file, redefines the backend
+#   functions): the 3 brokers of docker-compose.yml under the compose project runnel-chaos, faults by
+#   `docker kill -s KILL`, `docker pause`/`unpause`, `docker start`, and network faults (iptables, tc) inside
+#   a broker's network namespace, which only this backend has (isolate-leader.sh, slow-network.sh).
+# The backend functions: backend_init, backend_cleanup, addr, cluster_start, node_alive, node_log_tail,
+# kill9_node, stop_node, cont_node, restart_node, heal_node. Everything else (workload, convergence, check,
+# result line) is shared.
 #
 # Sourced, not run. A scenario calls `chaos_init NAME`, `cluster_start`, `topic_create`, `verify_start`, injects
 # its faults, then `chaos_finish`, which heals every node (SIGCONT, restart), waits for convergence, runs
@@ -13,15 +20,19 @@
 # - every wait is a bounded poll of a condition (named *_WAIT_S bounds, POLL_S between tries); the only bare
 #   sleeps are the paces between faults (`pace`), which are the schedule, not a condition;
 # - every process started here (brokers, runnel-verify, consumers) is recorded and killed by pid (SIGCONT
-#   first, then kill -9, then reaped) by the EXIT trap, whatever happens;
+#   first, then kill -9, then reaped) by the EXIT trap, whatever happens (docker: every fault healed and the
+#   compose project removed with `down -v`);
 # - the temp dir is removed on PASS and kept on FAIL (its path goes to stderr) or when CHAOS_KEEP=1;
-# - traffic goes only to 127.0.0.1.
+# - traffic goes only to 127.0.0.1 (docker: and to the project's own containers).
 #
 # Environment: CHAOS_PROFILE=release|debug (which target/<profile> binaries; default release), RUNNEL_BIN_DIR
 # (overrides the directory), CHAOS_QUICK=1 (the shortened schedule, set by `run-all.sh --quick`),
-# CHAOS_KEEP=1 (keep the temp dir), CHAOS_RATE (records/s per producer, default 100).
+# CHAOS_KEEP=1 (keep the temp dir), CHAOS_RATE (records/s per producer, default 100), CHAOS_BACKEND=loopback
+# (default) | docker.
 
 set -uo pipefail
+
+CHAOS_BACKEND=${CHAOS_BACKEND:-loopback}
 
 CHAOS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CHAOS_PROFILE=${CHAOS_PROFILE:-release}
@@ -63,8 +74,15 @@ log() { echo "[$SCENARIO $(date +%T)] $*" >&2; }
 # quick: true under `run-all.sh --quick`.
 quick() { [ "${CHAOS_QUICK:-0}" = 1 ]; }
 
-# pace S: the schedule's pause between faults (not a wait for a condition).
-pace() { sleep "$1"; }
+# pace S: the schedule's pause between faults (not a wait for a condition). In the background, so that INT/TERM
+# interrupt it at once (bash runs a trap only after a foreground command ends); the EXIT trap kills it.
+PACE_PID=""
+pace() {
+  sleep "$1" &
+  PACE_PID=$!
+  wait "$PACE_PID"
+  PACE_PID=""
+}
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 
@@ -76,17 +94,25 @@ own() { [ -n "${1:-}" ] && [ "$(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ')" = 
 # sig SIGNAL PID: signals PID only if it is still a child of this script.
 sig() { own "$2" && { kill "-$1" "$2"; } 2>/dev/null; }
 
-chaos_cleanup() {
-  local rc=$? p
+# kill_own PID...: SIGCONT then kill -9 each pid that is still a child of this script, then reap them.
+kill_own() {
+  local p
   # bash reports each killed background job on stderr ("Killed ..."): not news here.
   exec 3>&2 2>/dev/null
-  for p in "${PID[@]:-}" "${EXTRA_PIDS[@]:-}" "$VERIFY_PID"; do
+  for p in "$@"; do
     sig CONT "$p" && sig KILL "$p"
   done
-  for p in "${PID[@]:-}" "${EXTRA_PIDS[@]:-}" "$VERIFY_PID"; do
+  for p in "$@"; do
     [ -n "$p" ] && { wait "$p"; } 2>/dev/null
   done
   exec 2>&3 3>&-
+}
+
+chaos_cleanup() {
+  local rc=$?
+  trap '' INT TERM
+  kill_own "${EXTRA_PIDS[@]:-}" "$VERIFY_PID" "$PACE_PID"
+  backend_cleanup "$rc"
   if [ -n "$WORK" ] && [ -d "$WORK" ]; then
     if [ "$rc" != 0 ] || [ "${CHAOS_KEEP:-0}" = 1 ]; then
       log "kept $WORK (history: $WORK/history.jsonl)"
@@ -97,18 +123,34 @@ chaos_cleanup() {
   exit "$rc"
 }
 
-# chaos_init NAME: checks the binaries, makes the temp dir, installs the cleanup trap.
+# chaos_init NAME: checks the binaries (and the backend's prerequisites), makes the temp dir, installs the
+# cleanup trap.
 chaos_init() {
   SCENARIO=$1
+  backend_init
+  WORK=$(mktemp -d "/tmp/runnel-chaos-$SCENARIO.XXXXXX")
+  trap chaos_cleanup EXIT
+  trap 'exit 130' INT TERM
+  log "work dir $WORK, binaries $BIN_DIR, backend $CHAOS_BACKEND"
+}
+
+# require_docker: a scenario that needs a network per broker prints a SKIP line and exits 0 on loopback.
+require_docker() {
+  [ "$CHAOS_BACKEND" = docker ] && return 0
+  echo "$1: verdict=SKIP (needs CHAOS_BACKEND=docker: a network namespace per broker)"
+  exit 0
+}
+
+# ---- loopback backend (docker-lib.sh redefines these under CHAOS_BACKEND=docker) ----
+
+backend_init() {
   local b
   for b in "$BROKER" "$CLI" "$VERIFY"; do
     [ -x "$b" ] || { echo "$SCENARIO: no binary $b (cargo build --$CHAOS_PROFILE --bins, or set RUNNEL_BIN_DIR)" >&2; exit 2; }
   done
-  WORK=$(mktemp -d "/tmp/runnel-chaos-$SCENARIO.XXXXXX")
-  trap chaos_cleanup EXIT
-  trap 'exit 130' INT TERM
-  log "work dir $WORK, binaries $BIN_DIR"
 }
+
+backend_cleanup() { kill_own "${PID[@]:-}"; }
 
 addr() { echo "127.0.0.1:${PORT[$1]}"; }
 
@@ -138,16 +180,8 @@ cluster_start() {
 
 node_alive() { own "${PID[$1]:-}" && [ "$(ps -o stat= -p "${PID[$1]}" | cut -c1)" != Z ]; }
 
-# wait_node_ready I: until broker I answers `cluster health` (joined, controller, leaders), bounded.
-wait_node_ready() {
-  local i=$1 end=$((SECONDS + NODE_READY_WAIT_S))
-  while [ "$SECONDS" -lt "$end" ]; do
-    node_alive "$i" || { log "broker $i has exited: $(tail -2 "$WORK/n$i.log" | tr '\n' ' ')"; return 1; }
-    cli --brokers "$(addr "$i")" cluster health >/dev/null 2>&1 && return 0
-    sleep "$POLL_S"
-  done
-  return 1
-}
+# node_log_tail I: the last lines of broker I's log, on one line.
+node_log_tail() { tail -2 "$WORK/n$1.log" | tr '\n' ' '; }
 
 kill9_node() {
   log "kill -9 broker $1 (pid ${PID[$1]})"
@@ -163,10 +197,29 @@ restart_node() {
   start_node "$1"
 }
 
-# describe_field P FIELD: FIELD (leader | replicas) of partition P of the topic, as one broker sees it.
+# heal_node I: SIGCONT broker I if it runs, else restart it.
+heal_node() {
+  if node_alive "$1"; then sig CONT "${PID[$1]}"; else restart_node "$1"; fi
+}
+
+# ---- shared ----
+
+# wait_node_ready I: until broker I answers `cluster health` (joined, controller, leaders), bounded.
+wait_node_ready() {
+  local i=$1 end=$((SECONDS + NODE_READY_WAIT_S))
+  while [ "$SECONDS" -lt "$end" ]; do
+    node_alive "$i" || { log "broker $i has exited: $(node_log_tail "$i")"; return 1; }
+    cli --brokers "$(addr "$i")" cluster health >/dev/null 2>&1 && return 0
+    sleep "$POLL_S"
+  done
+  return 1
+}
+
+# describe_field P FIELD [BROKERS]: FIELD (leader | leader_term | replicas) of partition P of the topic, as one broker
+# of BROKERS (default BOOT) sees it.
 describe_field() {
   local json
-  json=$(cli --brokers "$BOOT" --output json topic describe "$TOPIC" 2>/dev/null) || return 1
+  json=$(cli --brokers "${3:-$BOOT}" --output json topic describe "$TOPIC" 2>/dev/null) || return 1
   python3 -c '
 import json, sys
 p, f = int(sys.argv[1]), sys.argv[2]
@@ -265,12 +318,10 @@ verify_wait() {
   log "run: $(grep -E '^run:' "$WORK/run.log" || tail -2 "$WORK/run.log" | tr '\n' ' ') (exit $RUN_RC)"
 }
 
-# heal: SIGCONT every node and restart every dead one.
+# heal: heals every node (loopback: SIGCONT, or restart if dead; docker: also removes network faults).
 heal() {
   local i
-  for i in $(seq 1 "$NODES"); do
-    if node_alive "$i"; then sig CONT "${PID[$i]}"; else restart_node "$i"; fi
-  done
+  for i in $(seq 1 "$NODES"); do heal_node "$i"; done
 }
 
 die() {
@@ -307,3 +358,12 @@ chaos_finish() {
   grep -vE '^(final read|$)' "$WORK/check.log" | head -30 >&2
   exit 1
 }
+
+case "$CHAOS_BACKEND" in
+  loopback) ;;
+  docker)
+    # shellcheck source=scripts/chaos/docker-lib.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/docker-lib.sh"
+    ;;
+  *) echo "CHAOS_BACKEND must be loopback or docker, not '$CHAOS_BACKEND'" >&2; exit 2 ;;
+esac

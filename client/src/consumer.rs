@@ -49,6 +49,9 @@ pub const PARTITION_MAX_BYTES_DEFAULT: u32 = 4 * 1024 * 1024;
 pub const MAX_POLL_RECORDS_DEFAULT: usize = 10_000;
 /// Backoff before a partition is fetched again after an error.
 pub const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Consecutive OFFSET_OUT_OF_RANGE answers above the high watermark a partition's position survives
+/// (each after a metadata refresh and [`FETCH_RETRY_BACKOFF`]: about 10 s) before it is reset.
+pub const OUT_OF_RANGE_RETRIES_MAX: u32 = 100;
 /// Fetches that may be in flight at once (one per leader broker; bounds the result channel).
 pub const FETCHES_IN_FLIGHT_MAX: usize = 64;
 
@@ -121,6 +124,8 @@ struct PartState {
     buffered: usize,
     paused_until: Option<Instant>,
     max_bytes: u32,
+    /// Consecutive OFFSET_OUT_OF_RANGE answers above the high watermark (see [`OUT_OF_RANGE_RETRIES_MAX`]).
+    out_of_range: u32,
 }
 
 struct FetchDone {
@@ -197,6 +202,7 @@ impl Consumer {
                 buffered: 0,
                 paused_until: None,
                 max_bytes: self.config.partition_max_bytes,
+                out_of_range: 0,
             });
         }
         Ok(wanted)
@@ -263,6 +269,7 @@ impl Consumer {
     fn reset(&mut self, i: usize, offset: Offset) {
         let p = &mut self.parts[i];
         p.epoch += 1;
+        p.out_of_range = 0;
         p.seek = Some(offset);
         p.fetch_position = None;
         p.position = None;
@@ -579,10 +586,33 @@ impl Consumer {
             let code = ErrorCode::from_u16(r.error_code);
             match code {
                 ErrorCode::None => {
+                    self.parts[i].out_of_range = 0;
                     let data = r.records.to_contiguous();
                     self.absorb(i, data)?;
                 }
-                ErrorCode::OffsetOutOfRange => self.reset(i, Offset::Earliest),
+                // Below the log start the records are gone (retention): start over at the earliest.
+                // Above the high watermark the answer may come from a broker that is behind (a deposed
+                // leader that still thinks it leads, a restarted one, a new leader not caught up): the
+                // position is kept and fetched again after a metadata refresh; only a persistent answer
+                // (the log really was cut below our position) resets it.
+                ErrorCode::OffsetOutOfRange
+                    if fetch_offset >= r.log_start_offset
+                        && self.parts[i].out_of_range < OUT_OF_RANGE_RETRIES_MAX =>
+                {
+                    let p = &mut self.parts[i];
+                    p.out_of_range += 1;
+                    p.paused_until = Some(Instant::now() + FETCH_RETRY_BACKOFF);
+                    refresh = true;
+                    tracing::debug!(topic = %p.topic, partition = p.partition, offset = fetch_offset,
+                        high_watermark = r.high_watermark, "fetch position above the broker's high watermark; retrying");
+                }
+                ErrorCode::OffsetOutOfRange => {
+                    if fetch_offset >= r.log_start_offset {
+                        tracing::warn!(topic = %p.topic, partition = p.partition, offset = fetch_offset,
+                            high_watermark = r.high_watermark, "fetch position stayed above the high watermark; resetting to the earliest offset");
+                    }
+                    self.reset(i, Offset::Earliest)
+                }
                 _ => {
                     let e = ClientError::broker(code, r.error_message.clone());
                     if !e.retriable() {
@@ -838,8 +868,19 @@ mod tests {
         assert_eq!(f.topics[0].partitions[0].fetch_offset, 5);
     }
 
+    /// An OFFSET_OUT_OF_RANGE answer with the given log start and high watermark.
+    fn out_of_range(req: &Request, log_start: u64, hwm: u64) -> Response {
+        let mut r = fetch_answer(req, |_, _| (ErrorCode::OffsetOutOfRange, vec![]));
+        if let Response::Fetch(f) = &mut r {
+            let p = &mut f.topics[0].partitions[0];
+            p.log_start_offset = log_start;
+            p.high_watermark = hwm;
+        }
+        r
+    }
+
     #[tokio::test]
-    async fn offset_out_of_range_resets_to_earliest() {
+    async fn offset_out_of_range_below_the_log_start_resets_to_earliest() {
         let (mut fb, mut c) = setup(1).await;
         c.assign("t", Some(&[0])).await.unwrap();
         c.seek("t", 0, Offset::At(100)).unwrap();
@@ -849,9 +890,7 @@ mod tests {
         });
         let inc = next_req(&mut fb).await;
         inc.reply
-            .send(fetch_answer(&inc.request, |_, _| {
-                (ErrorCode::OffsetOutOfRange, vec![])
-            }))
+            .send(out_of_range(&inc.request, 150, 200))
             .unwrap();
         let inc = next_req(&mut fb).await;
         let Request::ListOffsets(l) = &inc.request else {
@@ -871,6 +910,39 @@ mod tests {
             .unwrap();
         let (_c, recs) = poll.await.unwrap();
         assert_eq!(recs[0].offset, 7);
+    }
+
+    /// A broker behind the position (a stale or new leader) answers out of range above its high
+    /// watermark: the position is kept and fetched again, never rewound to the log start.
+    #[tokio::test]
+    async fn offset_out_of_range_above_the_high_watermark_keeps_the_position() {
+        let (mut fb, mut c) = setup(1).await;
+        c.assign("t", Some(&[0])).await.unwrap();
+        c.seek("t", 0, Offset::At(100)).unwrap();
+        let poll = tokio::spawn(async move {
+            let r = c.poll(Duration::from_secs(5)).await.unwrap();
+            (c, r)
+        });
+        for _ in 0..3 {
+            let inc = next_req(&mut fb).await;
+            let Request::Fetch(f) = &inc.request else {
+                panic!("expected the same fetch again, got {:?}", inc.request)
+            };
+            assert_eq!(f.topics[0].partitions[0].fetch_offset, 100);
+            inc.reply.send(out_of_range(&inc.request, 0, 50)).unwrap();
+        }
+        let inc = next_req(&mut fb).await;
+        let Request::Fetch(f) = &inc.request else {
+            panic!("expected the same fetch again, got {:?}", inc.request)
+        };
+        assert_eq!(f.topics[0].partitions[0].fetch_offset, 100);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, o| {
+                (ErrorCode::None, vec![batch(o, &["x"])])
+            }))
+            .unwrap();
+        let (_c, recs) = poll.await.unwrap();
+        assert_eq!(recs[0].offset, 100);
     }
 
     #[tokio::test]

@@ -423,6 +423,9 @@ impl Coordinator {
     /// Committed offsets of a group (all of them when `req.topics` is none).
     pub fn fetch_offsets(&self, req: &OffsetFetchRequest) -> OffsetFetchResponse {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if !groups.contains_key(&req.group_id) {
+            tracing::info!(group = %req.group_id, "offset fetch for a group with no state here (nothing committed)");
+        }
         let empty = BTreeMap::new();
         let offsets = groups
             .get(&req.group_id)

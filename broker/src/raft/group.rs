@@ -216,6 +216,9 @@ impl RaftGroup {
             // replayed stale offsets, the idempotence table could miss a committed batch). An election
             // after a restart commits a fresh noop entry first.
             enable_leader_restore: Some(false),
+            // Pre-Vote: a replica that cannot win (cut off, restarted, behind) asks before it bumps its
+            // term, so it does not depose a healthy leader when it comes back.
+            enable_pre_vote: Some(true),
             ..Default::default()
         };
         let config = Arc::new(

@@ -43,7 +43,8 @@ use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_response, encode_request, response_correlation_id};
 use runnel_protocol::limits::FRAME_SIZE_MAX;
 use runnel_protocol::messages::raft_rpc::{
-    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_SNAPSHOT, RAFT_RPC_VOTE,
+    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_PRE_VOTE, RAFT_RPC_SNAPSHOT,
+    RAFT_RPC_VOTE,
 };
 use runnel_protocol::{ApiKey, ErrorCode, Request, Response};
 use serde::de::DeserializeOwned;
@@ -610,6 +611,13 @@ impl RaftNet {
                 },
                 Err(e) => e,
             },
+            RAFT_RPC_PRE_VOTE => match self.open::<VoteRequest<PartitionRaft>>(&req) {
+                Ok(rpc) => match raft.pre_vote(rpc).await {
+                    Ok(r) => ok_response(&r),
+                    Err(e) => fatal_response(e),
+                },
+                Err(e) => e,
+            },
             RAFT_RPC_SNAPSHOT => match self.open::<SnapshotRpc>(&req) {
                 Ok(s) => {
                     let snapshot = Snapshot {
@@ -765,6 +773,17 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
         let ttl = option.hard_ttl();
         self.call(RAFT_RPC_VOTE, rpc, ttl)
+            .await
+            .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let ttl = option.hard_ttl();
+        self.call(RAFT_RPC_PRE_VOTE, rpc, ttl)
             .await
             .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
     }

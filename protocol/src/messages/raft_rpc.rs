@@ -20,6 +20,8 @@ pub const RAFT_RPC_APPEND: u8 = 0;
 pub const RAFT_RPC_VOTE: u8 = 1;
 /// `kind` of a full-snapshot install.
 pub const RAFT_RPC_SNAPSHOT: u8 = 2;
+/// `kind` of a Pre-Vote RPC (a RequestVote that changes nothing: "would you vote for me?").
+pub const RAFT_RPC_PRE_VOTE: u8 = 3;
 /// `kind` of a metadata change forwarded to the controller: `payload` is the record batch to append to the
 /// metadata log; the response payload is its base offset (u64 big-endian).
 pub const RAFT_RPC_METADATA_PROPOSE: u8 = 10;

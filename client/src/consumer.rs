@@ -879,15 +879,26 @@ mod tests {
         r
     }
 
-    #[tokio::test]
-    async fn offset_out_of_range_below_the_log_start_resets_to_earliest() {
-        let (mut fb, mut c) = setup(1).await;
+    /// A consumer of `t`/0 seeked to `offset`, polling (up to 5 s) in a task.
+    async fn polling_from(
+        offset: u64,
+    ) -> (
+        FakeBroker,
+        tokio::task::JoinHandle<(Consumer, Vec<ConsumerRecord>)>,
+    ) {
+        let (fb, mut c) = setup(1).await;
         c.assign("t", Some(&[0])).await.unwrap();
-        c.seek("t", 0, Offset::At(100)).unwrap();
+        c.seek("t", 0, Offset::At(offset)).unwrap();
         let poll = tokio::spawn(async move {
             let r = c.poll(Duration::from_secs(5)).await.unwrap();
             (c, r)
         });
+        (fb, poll)
+    }
+
+    #[tokio::test]
+    async fn offset_out_of_range_below_the_log_start_resets_to_earliest() {
+        let (mut fb, poll) = polling_from(100).await;
         let inc = next_req(&mut fb).await;
         inc.reply
             .send(out_of_range(&inc.request, 150, 200))
@@ -916,13 +927,7 @@ mod tests {
     /// watermark: the position is kept and fetched again, never rewound to the log start.
     #[tokio::test]
     async fn offset_out_of_range_above_the_high_watermark_keeps_the_position() {
-        let (mut fb, mut c) = setup(1).await;
-        c.assign("t", Some(&[0])).await.unwrap();
-        c.seek("t", 0, Offset::At(100)).unwrap();
-        let poll = tokio::spawn(async move {
-            let r = c.poll(Duration::from_secs(5)).await.unwrap();
-            (c, r)
-        });
+        let (mut fb, poll) = polling_from(100).await;
         for _ in 0..3 {
             let inc = next_req(&mut fb).await;
             let Request::Fetch(f) = &inc.request else {

@@ -706,6 +706,19 @@ fn to_rpc_error(
 }
 
 impl GroupClient {
+    /// A RequestVote or Pre-Vote RPC (`kind`): same request and response, same error mapping.
+    async fn vote_rpc(
+        &self,
+        kind: u8,
+        rpc: VoteRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let ttl = option.hard_ttl();
+        self.call(kind, rpc, ttl)
+            .await
+            .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
+    }
+
     async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
         kind: u8,
@@ -771,10 +784,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
         rpc: VoteRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        let ttl = option.hard_ttl();
-        self.call(RAFT_RPC_VOTE, rpc, ttl)
-            .await
-            .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
+        self.vote_rpc(RAFT_RPC_VOTE, rpc, option).await
     }
 
     async fn pre_vote(
@@ -782,10 +792,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
         rpc: VoteRequest<PartitionRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
-        let ttl = option.hard_ttl();
-        self.call(RAFT_RPC_PRE_VOTE, rpc, ttl)
-            .await
-            .map_err(|e| to_rpc_error(e, RPCTypes::Vote, self.net.node_id, self.target, ttl))
+        self.vote_rpc(RAFT_RPC_PRE_VOTE, rpc, option).await
     }
 
     async fn full_snapshot(

@@ -446,6 +446,7 @@ mod tests {
             controller_id: controller,
             brokers: vec![],
             topics: HashMap::from([("t".to_string(), Arc::new(t))]),
+            epoch: 0,
         }
     }
 

@@ -134,6 +134,8 @@ pub struct Metadata {
     pub controller_id: Option<u32>,
     pub brokers: Vec<BrokerInfo>,
     pub topics: HashMap<String, Arc<TopicInfo>>,
+    /// The cluster metadata epoch of the answer (0 on a single node).
+    pub epoch: u64,
 }
 
 impl Metadata {
@@ -156,6 +158,7 @@ impl Metadata {
                 })
                 .collect(),
             topics,
+            epoch: m.metadata_epoch,
         }
     }
 
@@ -263,12 +266,29 @@ impl Cluster {
             return Ok(self.metadata());
         }
         let req = Request::Metadata(MetadataRequest { topics: None });
-        let resp = self.request_any(&req).await?;
+        // A broker that has just restarted, or is cut off from the controller, may answer from older
+        // metadata (a topic missing, old leaders): ask the next broker instead, and keep the cache when
+        // every answer is older than it.
+        let known = self.metadata().epoch;
+        let resp = self
+            .request_first(
+                &req,
+                |r| matches!(r, Response::Metadata(m) if m.metadata_epoch >= known),
+            )
+            .await?;
         let Response::Metadata(m) = resp else {
             return Err(ClientError::Protocol(
                 "Metadata answered with another response".into(),
             ));
         };
+        if m.metadata_epoch < known {
+            tracing::debug!(
+                epoch = m.metadata_epoch,
+                known,
+                "every broker answered older metadata; keeping the cache"
+            );
+            return Ok(self.metadata());
+        }
         let meta = Arc::new(Metadata::from_response(m));
         *self
             .inner
@@ -295,12 +315,26 @@ impl Cluster {
     /// that cannot be reached or fails the request at the connection level is skipped; an error answered by
     /// a broker is returned as is.
     pub async fn request_any(&self, req: &Request) -> Result<Response> {
+        self.request_first(req, |_| true).await
+    }
+
+    /// Like [`Cluster::request_any`], but an answer `accept` rejects sends the request on to the next
+    /// broker; when every answer was rejected, the first of them is returned.
+    async fn request_first(
+        &self,
+        req: &Request,
+        accept: impl Fn(&Response) -> bool,
+    ) -> Result<Response> {
         let mut last: Option<ClientError> = None;
+        let mut rejected: Option<Response> = None;
         let candidates = self.candidates();
         for addr in &candidates {
             match self.connection_at(addr).await {
                 Ok(c) => match c.request(req, self.inner.config.request_timeout).await {
-                    Ok(r) => return Ok(r),
+                    Ok(r) if accept(&r) => return Ok(r),
+                    Ok(r) => {
+                        rejected.get_or_insert(r);
+                    }
                     Err(e @ (ClientError::ConnectionLost { .. } | ClientError::Timeout { .. })) => {
                         self.drop_connection(addr).await;
                         last = Some(e);
@@ -309,6 +343,9 @@ impl Cluster {
                 },
                 Err(e) => last = Some(e),
             }
+        }
+        if let Some(r) = rejected {
+            return Ok(r);
         }
         Err(ClientError::NoBrokerReachable {
             tried: candidates.join(","),
@@ -443,6 +480,7 @@ mod tests {
 
     fn one_topic(port: u16) -> MetadataResponse {
         MetadataResponse {
+            metadata_epoch: 0,
             cluster_id: "c".into(),
             controller_id: Some(1),
             brokers: vec![BrokerMeta {
@@ -501,6 +539,50 @@ mod tests {
             .collect();
         assert!(ClientConfig::new(&many.join(",")).is_err());
         assert!(ClientConfig::new(&many[..BOOTSTRAP_ADDRS_MAX].join(",")).is_ok());
+    }
+
+    /// A broker answering from older metadata (it has just restarted: no topics yet) never replaces a newer
+    /// cache: the refresh asks the next broker, and keeps the cache when every answer is older.
+    #[tokio::test]
+    async fn older_metadata_never_replaces_newer() {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        fn broker(node_id: u32, port: u16) -> BrokerMeta {
+            BrokerMeta {
+                node_id,
+                host: "127.0.0.1".into(),
+                port,
+            }
+        }
+        let (b, b_asked) = fake_broker(|port| MetadataResponse {
+            cluster_id: "c".into(),
+            brokers: vec![broker(2, port)],
+            metadata_epoch: 3,
+            ..Default::default()
+        })
+        .await;
+        let b_port: u16 = b.rsplit_once(':').unwrap().1.parse().unwrap();
+        let a_epoch = Arc::new(AtomicU64::new(5));
+        let epoch = a_epoch.clone();
+        let (a, a_asked) = fake_broker(move |port| MetadataResponse {
+            // Broker 2 (the stale one) first, so a refresh asks it first.
+            brokers: vec![broker(2, b_port), broker(1, port)],
+            metadata_epoch: epoch.load(SeqCst),
+            ..one_topic(port)
+        })
+        .await;
+        let c = Cluster::connect(ClientConfig::new(&a).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(c.metadata().epoch, 5);
+        let m = c.refresh_metadata().await.unwrap();
+        assert_eq!(b_asked.load(SeqCst), 1, "the stale broker was asked first");
+        assert!(a_asked.load(SeqCst) >= 2, "then the next one");
+        assert_eq!((m.epoch, m.topic("t").is_some()), (5, true));
+        // Every broker now answers older metadata: the cache stays.
+        a_epoch.store(4, SeqCst);
+        let m = c.refresh_metadata().await.unwrap();
+        assert_eq!((m.epoch, m.topic("t").is_some()), (5, true));
+        assert_eq!(c.leader("t", 0), Some(1));
     }
 
     #[tokio::test]

@@ -388,6 +388,7 @@ pub(crate) mod tests {
 
     fn meta(cluster: &str) -> Response {
         Response::Metadata(MetadataResponse {
+            metadata_epoch: 0,
             cluster_id: cluster.into(),
             ..Default::default()
         })

@@ -38,6 +38,7 @@ pub const FAKE_FIRST_PRODUCER_ID: i64 = 7_000;
 /// Metadata for a one-broker cluster with the given topics (name, partition count), all led by node 1.
 pub fn single_node_metadata(port: u16, topics: &[(&str, u32)]) -> MetadataResponse {
     MetadataResponse {
+        metadata_epoch: 0,
         cluster_id: "fake".into(),
         controller_id: Some(1),
         brokers: vec![BrokerMeta {

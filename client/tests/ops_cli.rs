@@ -70,6 +70,7 @@ fn serve(mut s: TcpStream, meta: &dyn Fn(u16) -> MetadataResponse, port: u16) {
 /// partition 1 with a leader or not.
 fn metadata(port: u16, p1_leader: Option<u32>) -> MetadataResponse {
     MetadataResponse {
+        metadata_epoch: 0,
         cluster_id: "fake".into(),
         controller_id: Some(1),
         brokers: vec![BrokerMeta {

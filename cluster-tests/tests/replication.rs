@@ -34,6 +34,17 @@ const WINDOW: usize = 2_000;
 struct Acks {
     acked: BTreeMap<usize, (u32, u64)>,
     failed: usize,
+    /// The first few failures' messages, for the assertion that no send failed.
+    errors: Vec<String>,
+}
+
+impl Acks {
+    fn fail(&mut self, i: usize, e: impl std::fmt::Display) {
+        self.failed += 1;
+        if self.errors.len() < 10 {
+            self.errors.push(format!("record {i}: {e}"));
+        }
+    }
 }
 
 fn value(i: usize) -> String {
@@ -53,7 +64,7 @@ fn spawn_producer(client: Client, topic: &'static str, stop: Arc<AtomicBool>) ->
                 .await
             {
                 Ok(f) => pending.push_back((i, f)),
-                Err(_) => acks.failed += 1,
+                Err(e) => acks.fail(i, e),
             }
             i += 1;
             while pending.len() >= WINDOW {
@@ -62,7 +73,7 @@ fn spawn_producer(client: Client, topic: &'static str, stop: Arc<AtomicBool>) ->
                     Ok(m) => {
                         acks.acked.insert(j, (m.partition, m.offset));
                     }
-                    Err(_) => acks.failed += 1,
+                    Err(e) => acks.fail(j, e),
                 }
             }
             if i % 64 == 0 {
@@ -74,7 +85,7 @@ fn spawn_producer(client: Client, topic: &'static str, stop: Arc<AtomicBool>) ->
                 Ok(m) => {
                     acks.acked.insert(j, (m.partition, m.offset));
                 }
-                Err(_) => acks.failed += 1,
+                Err(e) => acks.fail(j, e),
             }
         }
         producer.close().await;
@@ -549,7 +560,11 @@ async fn a_rolling_restart_surfaces_no_error_and_loses_nothing() {
         acks.acked.len(),
         acks.failed
     );
-    assert_eq!(acks.failed, 0, "a send failed during the rolling restart");
+    assert_eq!(
+        acks.failed, 0,
+        "a send failed during the rolling restart: {:?}",
+        acks.errors
+    );
     verify_everywhere(&c, "rr", &acks).await;
 }
 

@@ -45,6 +45,8 @@ pub const PROPOSE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 pub const APPLY_READ_BYTES: usize = 4 * 1024 * 1024;
 /// Entry outcomes remembered for proposers.
 pub const OUTCOMES_KEPT: usize = 1024;
+/// Longest a starting broker waits to apply the metadata its log already holds before it serves anyway.
+pub const RECOVERED_APPLY_WAIT: Duration = Duration::from_secs(30);
 /// Segment size of the metadata log (it is small and never expires).
 pub const METADATA_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -292,6 +294,16 @@ impl Controller {
                 format!("metadata entry {offset} committed but not applied here in time"),
             )),
         }
+    }
+
+    /// Waits, up to `within`, until this broker has applied every metadata entry its own log held as
+    /// committed when it opened (the high watermark recovered from disk). A restarted broker does this before
+    /// it answers clients, so it never serves a Metadata answer older than the one it gave before the restart
+    /// (no topics at all, for the first milliseconds). `false` if the wait timed out.
+    pub async fn apply_recovered(&self, within: Duration) -> bool {
+        let target = self.partition.high_watermark();
+        let deadline = Instant::now() + within;
+        self.wait_applied(target, deadline).await.is_ok()
     }
 
     fn record_outcome(&self, offset: u64, accepted: bool) {

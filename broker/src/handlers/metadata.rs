@@ -105,5 +105,6 @@ pub fn handle(broker: &Broker, req: MetadataRequest) -> MetadataResponse {
         controller_id,
         brokers,
         topics,
+        metadata_epoch: broker.registry.epoch(),
     }
 }

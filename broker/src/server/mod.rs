@@ -347,6 +347,13 @@ impl Starting {
                 stop.clone(),
             ));
             tokio::spawn(bootstrap(broker.clone(), stop));
+            let wait = crate::cluster::controller::RECOVERED_APPLY_WAIT;
+            if !c.controller.apply_recovered(wait).await {
+                tracing::warn!(
+                    waited = ?wait,
+                    "the recovered metadata is not applied yet; serving anyway"
+                );
+            }
         }
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(

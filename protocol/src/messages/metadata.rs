@@ -64,6 +64,10 @@ wire_struct! {
         pub brokers: Vec<BrokerMeta>,
         #[cfg_attr(test, proptest(strategy = "crate::wire::testing::small_vec()"))]
         pub topics: Vec<TopicMeta>,
+        /// The cluster metadata epoch this answer was built from (0 on a single node). It only grows, so a
+        /// client that saw a higher one knows this broker's view is stale (it has just restarted, or is cut
+        /// off from the controller) and asks another broker.
+        pub metadata_epoch: u64,
     }
 }
 

@@ -666,3 +666,120 @@ async fn producer_ids_from_different_brokers_never_collide_nor_repeat_after_a_re
         new.last().expect("ids")
     );
 }
+
+/// `topic`-0 as broker `addr` alone sees it (its own Metadata answer, no other broker asked).
+async fn partition_seen_by(
+    client: &Client,
+    addr: &str,
+    topic: &str,
+) -> Option<runnel_protocol::messages::PartitionMeta> {
+    use runnel_protocol::messages::MetadataRequest;
+    use runnel_protocol::{Request, Response};
+    let req = Request::Metadata(MetadataRequest { topics: None });
+    let conn = client.connection_at(addr).await.ok()?;
+    match conn.request(&req, Duration::from_secs(5)).await.ok()? {
+        Response::Metadata(m) => m
+            .topics
+            .into_iter()
+            .find(|t| t.name == topic)?
+            .partitions
+            .into_iter()
+            .find(|p| p.partition == 0),
+        _ => None,
+    }
+}
+
+/// The error code broker `addr` answers a fetch of `topic`-0 at `offset` with (`None`: no answer).
+async fn fetch_code_at(
+    client: &Client,
+    addr: &str,
+    topic: &str,
+    offset: u64,
+) -> Option<runnel_protocol::ErrorCode> {
+    use runnel_protocol::messages::{FetchPartition, FetchRequest, FetchTopic};
+    use runnel_protocol::{ErrorCode, Request, Response};
+    let req = Request::Fetch(FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.to_string(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    });
+    let conn = client.connection_at(addr).await.ok()?;
+    match conn.request(&req, Duration::from_secs(5)).await {
+        Ok(Response::Fetch(f)) => f
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| ErrorCode::from_u16(p.error_code)),
+        Err(e) => e.code(),
+        _ => None,
+    }
+}
+
+/// A leader killed and restarted while another replica leads never names itself leader nor serves: the
+/// vote it kept from before the crash still names it until the current leader reaches it (no leader
+/// restore). It used to answer a fetch past its own (stale) log end with OFFSET_OUT_OF_RANGE, and a group
+/// consumer resumed at its committed offset then reset to the earliest offset (the chaos run's rewind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_old_leader_never_names_itself_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(dir.path(), &rf3("ol", 1), &[]).await;
+    let old = leader_of(&client, "ol", 0).await.expect("a leader");
+    c.node(old).kill9();
+    let deadline = Instant::now() + START;
+    let new = loop {
+        match leader_of(&client, "ol", 0).await {
+            Some(l) if l != old => break l,
+            _ => assert!(Instant::now() < deadline, "no new leader:\n{}", c.logs()),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Records the old leader never saw: a fetch at their end is past its log end.
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let mut end = 0;
+    for i in 0..20 {
+        let f = producer
+            .enqueue(ProducerRecord::new("ol", value(i).as_bytes()))
+            .await
+            .expect("enqueue");
+        end = f.await.expect("acknowledged").offset + 1;
+    }
+    c.node(old).restart();
+    assert!(c.node(old).wait_listening(START));
+    let addr = c.node(old).addr();
+    let deadline = Instant::now() + START;
+    let mut answers = 0;
+    loop {
+        let p = partition_seen_by(&client, &addr, "ol").await;
+        let seen = p.as_ref().and_then(|p| p.leader);
+        assert_ne!(
+            seen,
+            Some(old),
+            "node {old} named itself leader after its restart: {p:?}"
+        );
+        answers += usize::from(seen.is_some());
+        let code = fetch_code_at(&client, &addr, "ol", end).await;
+        assert_ne!(
+            code,
+            Some(runnel_protocol::ErrorCode::OffsetOutOfRange),
+            "node {old} answered a fetch at {end} from its stale log"
+        );
+        if seen == Some(new) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {old} never learned of leader {new}:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("node {old} restarted and named node {new} leader ({answers} answers with a leader)");
+}

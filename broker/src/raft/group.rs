@@ -95,6 +95,16 @@ pub enum GroupError {
     Unsupported(String),
 }
 
+/// The leader openraft's metrics name, except this node itself when it does not lead: right after a
+/// restart a replica's committed vote from before the crash still names it (no leader restore), until the
+/// current term's leader reaches it; advertising itself then would send clients to a follower.
+fn known_leader(m: &openraft::RaftMetrics<PartitionRaft>) -> Option<u64> {
+    match m.current_leader {
+        Some(l) if l == m.id && m.state != openraft::ServerState::Leader => None,
+        l => l,
+    }
+}
+
 /// Republishes leader and term from openraft's metrics as a [`Leadership`] watch. The task ends when the
 /// group stops (openraft drops its metrics sender) or every receiver is gone.
 fn spawn_leadership_watch(
@@ -104,7 +114,7 @@ fn spawn_leadership_watch(
     let now = {
         let m = metrics.borrow_watched();
         Leadership {
-            leader: m.current_leader,
+            leader: known_leader(&m),
             term: m.current_term,
         }
     };
@@ -118,7 +128,7 @@ fn spawn_leadership_watch(
             let next = {
                 let m = metrics.borrow_watched();
                 Leadership {
-                    leader: m.current_leader,
+                    leader: known_leader(&m),
                     term: m.current_term,
                 }
             };
@@ -324,9 +334,9 @@ impl RaftGroup {
             max_timestamp,
             base_offset: 0,
         };
-        if let Err(f) = self.raft.as_leader() {
+        if !self.is_leader() {
             return Err(GroupError::NotLeader {
-                leader: f.leader_id,
+                leader: self.leader(),
             });
         }
         if !wait_commit {
@@ -375,12 +385,16 @@ impl RaftGroup {
     }
 
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        known_leader(&self.raft.metrics().borrow_watched())
     }
 
-    /// Whether this replica takes writes now (the same test `write` applies: a committed vote for us).
+    /// Whether this replica takes writes now: openraft's server state is Leader and its committed vote names
+    /// it (what `write` checks too). `as_leader` alone is not enough: it reads the vote from the metrics,
+    /// which right after a restart still hold the committed vote from before the crash although the replica
+    /// starts as a follower (no leader restore) — such a replica served reads from its stale log.
     pub fn is_leader(&self) -> bool {
-        self.raft.as_leader().is_ok()
+        self.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
+            && self.raft.as_leader().is_ok()
     }
 
     pub fn term(&self) -> u64 {

@@ -45,8 +45,11 @@ pub const PROPOSE_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 pub const APPLY_READ_BYTES: usize = 4 * 1024 * 1024;
 /// Entry outcomes remembered for proposers.
 pub const OUTCOMES_KEPT: usize = 1024;
-/// Longest a starting broker waits to apply the metadata its log already holds before it serves anyway.
-pub const RECOVERED_APPLY_WAIT: Duration = Duration::from_secs(30);
+/// Longest a client request waits, right after this broker started, for its metadata to catch up (see
+/// [`Controller::caught_up`]) before it is served from whatever is applied.
+pub const STARTUP_METADATA_WAIT: Duration = Duration::from_secs(5);
+/// How often a starting broker checks whether its metadata caught up.
+pub const STARTUP_METADATA_POLL: Duration = Duration::from_millis(10);
 /// Segment size of the metadata log (it is small and never expires).
 pub const METADATA_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -296,14 +299,10 @@ impl Controller {
         }
     }
 
-    /// Waits, up to `within`, until this broker has applied every metadata entry its own log held as
-    /// committed when it opened (the high watermark recovered from disk). A restarted broker does this before
-    /// it answers clients, so it never serves a Metadata answer older than the one it gave before the restart
-    /// (no topics at all, for the first milliseconds). `false` if the wait timed out.
-    pub async fn apply_recovered(&self, within: Duration) -> bool {
-        let target = self.partition.high_watermark();
-        let deadline = Instant::now() + within;
-        self.wait_applied(target, deadline).await.is_ok()
+    /// True once this broker follows a known controller and has applied everything it knows to be committed
+    /// (its metadata is as current as its replica can tell).
+    pub fn caught_up(&self) -> bool {
+        self.leader().is_some() && self.applied_offset() >= self.partition.high_watermark()
     }
 
     fn record_outcome(&self, offset: u64, accepted: bool) {

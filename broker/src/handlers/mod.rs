@@ -65,6 +65,11 @@ pub fn leader_partition(
 
 /// Dispatches one request to its handler.
 pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Response, ErrorResponse> {
+    // Between brokers and for version negotiation nothing waits; a client request waits (bounded) until
+    // a broker that has just started has caught up with the cluster metadata.
+    if !matches!(req, Request::RaftRpc(_) | Request::ApiVersions(_)) {
+        broker.metadata_caught_up().await;
+    }
     match req {
         Request::ApiVersions(r) => Ok(Response::ApiVersions(api_versions::handle(r))),
         Request::Metadata(r) => Ok(Response::Metadata(metadata::handle(broker, r))),

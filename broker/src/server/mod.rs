@@ -132,6 +132,8 @@ pub struct Broker {
     kill: CancellationToken,
     /// Every request handler task.
     requests: TaskTracker,
+    /// Cancelled once this broker's metadata has caught up after it started (at once on a single node).
+    metadata_ready: CancellationToken,
 }
 
 impl Broker {
@@ -142,6 +144,15 @@ impl Broker {
     /// Resolves when the drain starts.
     pub fn draining(&self) -> &CancellationToken {
         &self.draining
+    }
+
+    /// Waits until this broker's metadata has caught up after its start, at most
+    /// [`STARTUP_METADATA_WAIT`](crate::cluster::controller::STARTUP_METADATA_WAIT): a broker that has just
+    /// restarted must not answer clients from the metadata of before its crash (a topic created since
+    /// missing, or no topics at all before its log is applied).
+    pub async fn metadata_caught_up(&self) {
+        let wait = crate::cluster::controller::STARTUP_METADATA_WAIT;
+        let _ = tokio::time::timeout(wait, self.metadata_ready.cancelled()).await;
     }
 
     /// `Ok` when this node serves and every partition has a leader; otherwise why not.
@@ -162,6 +173,29 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Marks the broker's metadata caught up once its controller replica says so (polled: it is a moment after
+/// start), or after [`STARTUP_METADATA_WAIT`](crate::cluster::controller::STARTUP_METADATA_WAIT) whatever
+/// the state (a minority side serves what it has, as before).
+async fn watch_metadata_caught_up(broker: Arc<Broker>) {
+    use crate::cluster::controller::{STARTUP_METADATA_POLL, STARTUP_METADATA_WAIT};
+    let t0 = tokio::time::Instant::now();
+    if let Some(c) = broker.registry.cluster() {
+        while !c.controller.caught_up() && t0.elapsed() < STARTUP_METADATA_WAIT {
+            tokio::select! {
+                _ = tokio::time::sleep(STARTUP_METADATA_POLL) => {}
+                _ = broker.background.cancelled() => break,
+            }
+        }
+        tracing::info!(
+            caught_up = c.controller.caught_up(),
+            after = ?t0.elapsed(),
+            epoch = broker.registry.epoch(),
+            "serving clients"
+        );
+    }
+    broker.metadata_ready.cancel();
 }
 
 /// Splits an advertised `HOST:PORT` (brackets around an IPv6 host are dropped).
@@ -325,6 +359,7 @@ impl Starting {
             closing: CancellationToken::new(),
             kill: CancellationToken::new(),
             requests: TaskTracker::new(),
+            metadata_ready: CancellationToken::new(),
             config,
         });
         admin.set_broker(broker.clone());
@@ -347,13 +382,9 @@ impl Starting {
                 stop.clone(),
             ));
             tokio::spawn(bootstrap(broker.clone(), stop));
-            let wait = crate::cluster::controller::RECOVERED_APPLY_WAIT;
-            if !c.controller.apply_recovered(wait).await {
-                tracing::warn!(
-                    waited = ?wait,
-                    "the recovered metadata is not applied yet; serving anyway"
-                );
-            }
+            tokio::spawn(watch_metadata_caught_up(broker.clone()));
+        } else {
+            broker.metadata_ready.cancel();
         }
         let connections = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(

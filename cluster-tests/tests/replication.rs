@@ -723,7 +723,8 @@ async fn fetch_code_at(
     }
 }
 
-/// A leader killed and restarted while another replica leads never names itself leader nor serves: the
+/// A leader killed and restarted while another replica leads never names itself leader nor serves (and
+/// its first Metadata answer already holds the topic: clients wait until its metadata caught up): the
 /// vote it kept from before the crash still names it until the current leader reaches it (no leader
 /// restore). It used to answer a fetch past its own (stale) log end with OFFSET_OUT_OF_RANGE, and a group
 /// consumer resumed at its committed offset then reset to the earliest offset (the chaos run's rewind).
@@ -758,6 +759,11 @@ async fn a_restarted_old_leader_never_names_itself_leader() {
     let mut answers = 0;
     loop {
         let p = partition_seen_by(&client, &addr, "ol").await;
+        // It answers clients only once its metadata has caught up: never without the topic.
+        assert!(
+            p.is_some(),
+            "node {old} answered without topic ol after its restart"
+        );
         let seen = p.as_ref().and_then(|p| p.leader);
         assert_ne!(
             seen,

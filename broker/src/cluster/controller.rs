@@ -299,10 +299,20 @@ impl Controller {
         }
     }
 
-    /// True once this broker follows a known controller and has applied everything it knows to be committed
-    /// (its metadata is as current as its replica can tell).
-    pub fn caught_up(&self) -> bool {
-        self.leader().is_some() && self.applied_offset() >= self.partition.high_watermark()
+    /// True once this broker's metadata is as current as the controller's was a moment ago: it is the
+    /// controller and has applied its own high watermark, or it has applied the high watermark the
+    /// controller reported in leader gossip (`hint_hwm`; gossip is kept in memory only, so any report
+    /// arrived after this broker started). A starting broker answers clients only from then on.
+    pub fn caught_up(&self, hint_hwm: Option<u64>) -> bool {
+        let target = if self.is_leader() {
+            self.partition.high_watermark()
+        } else {
+            match hint_hwm {
+                Some(h) => h,
+                None => return false,
+            }
+        };
+        self.applied_offset() >= target
     }
 
     fn record_outcome(&self, offset: u64, accepted: bool) {

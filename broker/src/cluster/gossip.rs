@@ -16,6 +16,8 @@ use runnel_protocol::messages::raft_rpc::{RaftRpcRequest, RaftRpcResponse, RAFT_
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::controller::METADATA_GROUP_TOPIC;
+use crate::partition::Partition;
 use crate::server::Broker;
 
 /// How often each peer is asked.
@@ -83,7 +85,7 @@ impl LeaderHints {
 
 /// The partitions this broker leads now.
 pub fn local_report(broker: &Broker) -> Vec<Led> {
-    broker
+    let mut report: Vec<Led> = broker
         .registry
         .topics()
         .iter()
@@ -92,26 +94,39 @@ pub fn local_report(broker: &Broker) -> Vec<Led> {
                 .iter()
                 .flatten()
                 .filter(|p| p.is_leader())
-                .map(|p| Led {
-                    topic: t.record.name.clone(),
-                    partition: p.id().partition,
-                    term: p.term(),
-                    caught_up: p
-                        .replica_lag()
-                        .map(|v| {
-                            v.into_iter()
-                                .filter(|(_, lag)| *lag == 0)
-                                .map(|(n, _)| n)
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    high_watermark: p.high_watermark(),
-                    log_start_offset: p.log_start_offset(),
-                    log_end_offset: p.log_end_offset(),
-                })
+                .map(|p| led(&t.record.name, p))
                 .collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    // The metadata group too, when this broker is the controller: a starting broker waits until it has
+    // applied the controller's high watermark before it serves clients.
+    if let Some(c) = broker.registry.cluster() {
+        let p = c.controller.partition();
+        if p.is_leader() {
+            report.push(led(METADATA_GROUP_TOPIC, p));
+        }
+    }
+    report
+}
+
+fn led(topic: &str, p: &Partition) -> Led {
+    Led {
+        topic: topic.to_string(),
+        partition: p.id().partition,
+        term: p.term(),
+        caught_up: p
+            .replica_lag()
+            .map(|v| {
+                v.into_iter()
+                    .filter(|(_, lag)| *lag == 0)
+                    .map(|(n, _)| n)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        high_watermark: p.high_watermark(),
+        log_start_offset: p.log_start_offset(),
+        log_end_offset: p.log_end_offset(),
+    }
 }
 
 /// Answers a peer's `LEADERS` ask.

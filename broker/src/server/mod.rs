@@ -182,14 +182,24 @@ async fn watch_metadata_caught_up(broker: Arc<Broker>) {
     use crate::cluster::controller::{STARTUP_METADATA_POLL, STARTUP_METADATA_WAIT};
     let t0 = tokio::time::Instant::now();
     if let Some(c) = broker.registry.cluster() {
-        while !c.controller.caught_up() && t0.elapsed() < STARTUP_METADATA_WAIT {
+        // Not from the local log alone: after a kill -9 its committed index is not recovered, and it
+        // lacks what was committed while this broker was down. The controller's high watermark comes with
+        // leader gossip (asked of every peer at once on start); epoch 0 means nothing is applied yet.
+        let caught_up = || {
+            let hint = broker
+                .leaders
+                .get(crate::cluster::controller::METADATA_GROUP_TOPIC, 0)
+                .map(|h| h.led.high_watermark);
+            broker.registry.epoch() > 0 && c.controller.caught_up(hint)
+        };
+        while !caught_up() && t0.elapsed() < STARTUP_METADATA_WAIT {
             tokio::select! {
                 _ = tokio::time::sleep(STARTUP_METADATA_POLL) => {}
                 _ = broker.background.cancelled() => break,
             }
         }
         tracing::info!(
-            caught_up = c.controller.caught_up(),
+            caught_up = caught_up(),
             after = ?t0.elapsed(),
             epoch = broker.registry.epoch(),
             "serving clients"

@@ -151,6 +151,9 @@ impl Broker {
     /// restarted must not answer clients from the metadata of before its crash (a topic created since
     /// missing, or no topics at all before its log is applied).
     pub async fn metadata_caught_up(&self) {
+        if self.metadata_ready.is_cancelled() {
+            return; // every request after the first moments: no timer
+        }
         let wait = crate::cluster::controller::STARTUP_METADATA_WAIT;
         let _ = tokio::time::timeout(wait, self.metadata_ready.cancelled()).await;
     }

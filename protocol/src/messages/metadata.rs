@@ -9,7 +9,8 @@
 //!                           partitions: array<{ partition u32 | error_code u16 | leader option<u32> |
 //!                                               leader_term u64 | replicas array<u32> | in_sync array<u32> |
 //!                                               high_watermark u64 | log_start_offset u64 | log_end_offset u64 }> |
-//!                           configs: array<(string, string)> }>
+//!                           configs: array<(string, string)> }> |
+//!           metadata_epoch u64                     (0 on a single node; only grows)
 //! ```
 use crate::wire_struct;
 

@@ -161,6 +161,7 @@ async fn fetch_respects_partition_and_response_byte_limits() {
                     })
                     .collect(),
             }],
+            read_replica: false,
         })
     };
     let len = one.len() as u32;

@@ -518,6 +518,7 @@ impl Consumer {
                 min_bytes: self.config.fetch_min_bytes,
                 max_bytes: self.config.fetch_max_bytes,
                 topics,
+                read_replica: false,
             });
             self.fetching.insert(leader);
             let cluster = self.cluster.clone();

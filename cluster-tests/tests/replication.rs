@@ -689,15 +689,17 @@ async fn partition_seen_by(
     }
 }
 
-/// The error code broker `addr` answers a fetch of `topic`-0 at `offset` with (`None`: no answer).
-async fn fetch_code_at(
+/// Broker `addr`'s answer for `topic`-0 to a fetch at `offset` (`read_replica`: from its own replica);
+/// `Err` with the request-level code, if any, when there is no partition answer.
+async fn fetch_at(
     client: &Client,
     addr: &str,
     topic: &str,
     offset: u64,
-) -> Option<runnel_protocol::ErrorCode> {
+    read_replica: bool,
+) -> Result<runnel_protocol::messages::FetchPartitionResponse, Option<runnel_protocol::ErrorCode>> {
     use runnel_protocol::messages::{FetchPartition, FetchRequest, FetchTopic};
-    use runnel_protocol::{ErrorCode, Request, Response};
+    use runnel_protocol::{Request, Response};
     let req = Request::Fetch(FetchRequest {
         max_wait_ms: 0,
         min_bytes: 0,
@@ -710,16 +712,31 @@ async fn fetch_code_at(
                 partition_max_bytes: 1 << 20,
             }],
         }],
+        read_replica,
     });
-    let conn = client.connection_at(addr).await.ok()?;
+    let conn = client.connection_at(addr).await.map_err(|_| None)?;
     match conn.request(&req, Duration::from_secs(5)).await {
         Ok(Response::Fetch(f)) => f
             .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .map(|p| ErrorCode::from_u16(p.error_code)),
-        Err(e) => e.code(),
-        _ => None,
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .ok_or(None),
+        Err(e) => Err(e.code()),
+        _ => Err(None),
+    }
+}
+
+/// The error code broker `addr` answers a leader fetch of `topic`-0 at `offset` with (`None`: no answer).
+async fn fetch_code_at(
+    client: &Client,
+    addr: &str,
+    topic: &str,
+    offset: u64,
+) -> Option<runnel_protocol::ErrorCode> {
+    match fetch_at(client, addr, topic, offset, false).await {
+        Ok(p) => Some(runnel_protocol::ErrorCode::from_u16(p.error_code)),
+        Err(code) => code,
     }
 }
 
@@ -788,4 +805,90 @@ async fn a_restarted_old_leader_never_names_itself_leader() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("node {old} restarted and named node {new} leader ({answers} answers with a leader)");
+}
+
+/// With `read_replica` every replica serves its own copy, followers included, never above its own high
+/// watermark, and the three copies agree record by record with what was acknowledged; without it a
+/// follower answers NOT_LEADER (consumers read from leaders only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_serves_its_own_copy_when_asked() {
+    use runnel_protocol::batch::{records, BatchIter};
+    use runnel_protocol::ErrorCode;
+    const N: usize = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(dir.path(), &rf3("rep", 1), &[]).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let mut futures = Vec::with_capacity(N);
+    for i in 0..N {
+        let f = producer
+            .enqueue(ProducerRecord::new("rep", value(i).as_bytes()))
+            .await
+            .expect("enqueue");
+        futures.push(f);
+    }
+    let mut acked = BTreeMap::new();
+    for (i, f) in futures.into_iter().enumerate() {
+        acked.insert(f.await.expect("acknowledged").offset, value(i));
+    }
+    producer.close().await;
+    let end = acked.keys().max().map_or(0, |o| o + 1);
+    let leader = leader_of(&client, "rep", 0).await.expect("a leader");
+    for id in 1..=3u32 {
+        let addr = c.node(id).addr();
+        let plain = fetch_at(&client, &addr, "rep", 0, false)
+            .await
+            .expect("an answer");
+        let want = if id == leader {
+            ErrorCode::None
+        } else {
+            ErrorCode::NotLeader
+        };
+        assert_eq!(ErrorCode::from_u16(plain.error_code), want, "node {id}");
+        // Read this replica from 0 to `end`; a follower may trail for a moment (its high watermark moves
+        // when the leader's commit index reaches it), so an empty answer below `end` is polled again.
+        let deadline = Instant::now() + START;
+        let mut copy = BTreeMap::new();
+        let mut offset = 0;
+        while offset < end {
+            let r = fetch_at(&client, &addr, "rep", offset, true)
+                .await
+                .unwrap_or_else(|e| panic!("node {id}: no answer ({e:?})"));
+            assert_eq!(
+                ErrorCode::from_u16(r.error_code),
+                ErrorCode::None,
+                "node {id} at {offset}: {:?}",
+                r.error_message
+            );
+            let before = offset;
+            for item in BatchIter::new(r.records.to_contiguous()) {
+                let (_, batch) = item.expect("a well-formed batch");
+                for rec in records(&batch).expect("records") {
+                    assert!(
+                        rec.offset < r.high_watermark,
+                        "node {id} served offset {} at or above its high watermark {}",
+                        rec.offset,
+                        r.high_watermark
+                    );
+                    if rec.offset >= offset {
+                        let v = rec.value.as_deref().unwrap_or_default();
+                        copy.insert(rec.offset, String::from_utf8_lossy(v).into_owned());
+                        offset = rec.offset + 1;
+                    }
+                }
+            }
+            if offset == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} stuck at {offset} (high watermark {}):\n{}",
+                    r.high_watermark,
+                    c.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(
+            copy, acked,
+            "node {id}'s copy differs from what was acknowledged"
+        );
+    }
 }

@@ -10,6 +10,9 @@
 //! for the broker to start draining, and reads again. The watches are marked seen *before* each read, so an
 //! append between the read and the wait still wakes it.
 //!
+//! Leader only, unless the request sets `read_replica`: then this broker's own replica answers, leader or
+//! follower, bounded by its own high watermark (what it has applied as committed), like every read.
+//!
 //! Record bytes are the `Bytes` that `Partition::read` returns, passed to the response untouched.
 
 use std::sync::Arc;
@@ -209,7 +212,11 @@ pub async fn handle(
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes as usize,
-                part: super::leader_partition(broker, &t.name, p.partition),
+                part: if req.read_replica {
+                    super::replica_partition(broker, &t.name, p.partition)
+                } else {
+                    super::leader_partition(broker, &t.name, p.partition)
+                },
             })
         })
         .collect();
@@ -276,6 +283,7 @@ mod tests {
                 name: "t".into(),
                 partitions: vec![FetchPartition::default(); 2],
             }],
+            read_replica: false,
         };
         assert_eq!(budget(&req(1000)), 1000);
         let b = budget(&req(u32::MAX));

@@ -33,6 +33,25 @@ pub fn leader_partition(
     topic: &str,
     partition: u32,
 ) -> Result<Arc<Partition>, Unservable> {
+    served_partition(broker, topic, partition, false)
+}
+
+/// This broker's replica of `topic`-`partition`, leader or follower (a Fetch with `read_replica`); a
+/// broker without a replica answers like [`leader_partition`].
+pub fn replica_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<Partition>, Unservable> {
+    served_partition(broker, topic, partition, true)
+}
+
+fn served_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    any_replica: bool,
+) -> Result<Arc<Partition>, Unservable> {
     let not_leader = |hint: Option<u32>| {
         (
             ErrorCode::NotLeader,
@@ -51,7 +70,7 @@ pub fn leader_partition(
             .and_then(|t| crate::cluster::partition_view(broker, &t, partition as usize).leader)
     };
     match broker.registry.partition(topic, partition) {
-        Ok(p) if p.is_leader() => Ok(p),
+        Ok(p) if p.is_leader() || any_replica => Ok(p),
         Ok(_) | Err(LookupError::NotHosted) => Err(not_leader(
             hint().filter(|h| *h != broker.registry.node_id()),
         )),

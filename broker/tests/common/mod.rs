@@ -261,6 +261,7 @@ pub fn fetch_req(
                 partition_max_bytes: 1 << 20,
             }],
         }],
+        read_replica: false,
     })
 }
 

@@ -236,7 +236,7 @@ async fn check_cluster(a: CheckArgs) -> u8 {
     let mut read_errors = false;
     for r in &reads {
         println!(
-            "final read via {}: {} partitions, {} records, {} not served (not hosted, or a follower)",
+            "final read via {}: {} partitions, {} records, {} not served (not hosted there)",
             r.broker, r.partitions_read, r.records, r.skipped
         );
         for e in &r.errors {
@@ -244,7 +244,7 @@ async fn check_cluster(a: CheckArgs) -> u8 {
             read_errors = true;
         }
     }
-    // Followers do not serve reads: every partition must have been read through some broker (its leader).
+    // Every partition must have been read through at least one broker (each replica serves its own copy).
     let every: BTreeSet<u32> = reads
         .iter()
         .flat_map(|r| r.partitions.iter().copied())

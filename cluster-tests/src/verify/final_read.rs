@@ -2,14 +2,13 @@
 //! of the list on its own.
 //!
 //! Each broker is bootstrapped alone (`--brokers` of just that address) and the `Fetch` requests go to that
-//! address, not to the partition leader: a broker serves reads of its own replica up to its own high
-//! watermark, so each broker's copy is read and compared. A broker that does not host a partition answers
-//! `UNKNOWN_TOPIC_OR_PARTITION`; when metadata says it is a replica that is an error, otherwise the partition
-//! is skipped for that broker. A follower answers `NOT_LEADER` (brokers serve reads from the leader only), so
-//! in a replicated cluster each partition is read through its leader and skipped through its followers: the
-//! replicas' copies are not compared record by record (the checker still compares each read with the acks and
-//! polls). [`BrokerRead::read`] lists what each broker served, so the caller can require that every
-//! partition was read through at least one broker.
+//! address with `read_replica` set: each broker serves its own replica, leader or follower, up to its own
+//! high watermark, so every replica's copy is read and the checker compares them record by record (one
+//! position holding two values is `inconsistent_offset`, an acknowledged value missing from a replica that
+//! covers its offset is `lost`). A broker that does not host a partition answers `NOT_LEADER` or
+//! `UNKNOWN_TOPIC_OR_PARTITION`; when metadata says it is a replica that is an error, otherwise the
+//! partition is skipped for that broker. [`BrokerRead::read`] lists what each broker served, so the caller
+//! can require that every partition was read through at least one broker.
 //!
 //! Before reading, [`converge`] waits (bounded) until every broker hosting a partition reports the same
 //! high watermark twice in a row, so followers that were cut off have caught up.
@@ -141,6 +140,7 @@ impl Target {
                     partition_max_bytes: FETCH_BYTES,
                 }],
             }],
+            read_replica: true,
         });
         let conn = self.conn().await?;
         let resp = conn.request(&req, self.cluster.request_timeout()).await;
@@ -163,8 +163,7 @@ impl Target {
             .ok_or_else(|| anyhow!("{}: no answer for partition {p}", self.addr))
     }
 
-    /// This broker's (log start, high watermark) of `p`, or `None` when it does not host `p` or is not its
-    /// leader (followers do not serve reads).
+    /// This broker's (log start, high watermark) of its replica of `p`, or `None` when it does not host `p`.
     async fn bounds(&self, topic: &str, p: u32) -> anyhow::Result<Option<(u64, u64)>> {
         // An offset past any high watermark: the answer is OFFSET_OUT_OF_RANGE with the bounds, no data.
         let r = self.fetch(topic, p, u64::MAX).await?;
@@ -172,8 +171,11 @@ impl Target {
             ErrorCode::OffsetOutOfRange | ErrorCode::None => {
                 Ok(Some((r.log_start_offset, r.high_watermark)))
             }
-            ErrorCode::UnknownTopicOrPartition if self.hosts(p) != Some(true) => Ok(None),
-            ErrorCode::NotLeader => Ok(None),
+            ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeader
+                if self.hosts(p) != Some(true) =>
+            {
+                Ok(None)
+            }
             code => bail!(
                 "{}: partition {p}: {code}: {}",
                 self.addr,

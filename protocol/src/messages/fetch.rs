@@ -4,7 +4,8 @@
 //! ```text
 //! request:  max_wait_ms u32 | min_bytes u32 | max_bytes u32 |
 //!           topics array<{ name string | partitions array<{ partition u32 | fetch_offset u64 |
-//!                                                            partition_max_bytes u32 }> }>
+//!                                                            partition_max_bytes u32 }> }> |
+//!           read_replica bool
 //! response: topics array<{ name string |
 //!                          partitions array<{ partition u32 | error_code u16 | error_message option<string> |
 //!                                             high_watermark u64 | log_start_offset u64 |
@@ -12,6 +13,12 @@
 //! Records: u32 total length | concatenated record batches
 //! ```
 //! The first batch returned may start before `fetch_offset` (it contains it); clients skip earlier records.
+//!
+//! `read_replica = false` (every consumer): only a partition's leader answers; any other broker answers
+//! `NOT_LEADER` with a leader hint. `read_replica = true` (audits, the `runnel-verify` checker): the broker
+//! answers from its own replica, leader or follower, up to its own high watermark: the entries it has
+//! applied as committed, so never data that could still be rolled back. A broker with no replica of the
+//! partition answers `NOT_LEADER` as usual.
 //! On encode `Records` are the broker's mmap slices, sent without copying; on decode one slice of the frame.
 use bytes::{Bytes, BytesMut};
 
@@ -100,6 +107,8 @@ wire_struct! {
         pub max_bytes: u32,
         #[cfg_attr(test, proptest(strategy = "crate::wire::testing::small_vec()"))]
         pub topics: Vec<FetchTopic>,
+        /// Read this broker's own replica, leader or follower (see the module doc).
+        pub read_replica: bool,
     }
 }
 

@@ -920,7 +920,12 @@ fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>) {
     if let Some(q) = q {
         q.in_flight = false;
         if retry {
-            b.batch.not_before = Some(Instant::now() + inner.config.backoff(b.batch.attempts));
+            let backoff = inner.config.backoff(b.batch.attempts);
+            if let Err(e) = &r {
+                tracing::debug!(topic = %b.topic, partition = b.partition, attempt = b.batch.attempts,
+                    backoff_ms = backoff.as_millis() as u64, error = %e, "batch failed; retrying");
+            }
+            b.batch.not_before = Some(Instant::now() + backoff);
             q.ready.push_front(b.batch);
             drop(st);
             inner.wake.notify_one();

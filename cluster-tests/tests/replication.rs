@@ -892,3 +892,37 @@ async fn every_replica_serves_its_own_copy_when_asked() {
         );
     }
 }
+
+/// A SIGTERM'd leader hands its partition over through openraft's TransferLeader RPC: the named replica
+/// campaigns at once and the other voter grants it although its lease on the old leader is still running.
+/// Without the RPC the hand-off degrades to waiting out that lease: with a 1 s heartbeat no replica may
+/// campaign before its 4–8 s election timeout, so a new leader within 3 s proves the transfer path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_hands_leadership_over_without_waiting_out_the_lease() {
+    const HANDED_OVER_WITHIN: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(dir.path(), &rf3("tl", 1), &["--raft-heartbeat-ms", "1000"]).await;
+    let old = leader_of(&client, "tl", 0).await.expect("a leader");
+    let other = (1..=3u32).find(|n| *n != old).expect("another node");
+    let other_addr = c.node(other).addr();
+    c.node(old).signal(rustix::process::Signal::TERM);
+    let t0 = Instant::now();
+    let new = loop {
+        let seen = partition_seen_by(&client, &other_addr, "tl")
+            .await
+            .and_then(|p| p.leader);
+        match seen {
+            Some(l) if l != old => break l,
+            _ => assert!(
+                t0.elapsed() < HANDED_OVER_WITHIN,
+                "node {other} still names no new leader {:?} after node {old}'s SIGTERM:\n{}",
+                t0.elapsed(),
+                c.logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let handed_over = t0.elapsed();
+    assert_eq!(c.node(old).wait_exit(START), Some(0), "{}", c.logs());
+    println!("node {old} handed tl-0 to node {new} in {handed_over:?}");
+}

@@ -36,7 +36,8 @@ use openraft::errors::{
 };
 use openraft::network::{RPCOption, RPCTypes};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2};
 use runnel_protocol::codec::frame_codec;
@@ -44,7 +45,7 @@ use runnel_protocol::frame::{decode_response, encode_request, response_correlati
 use runnel_protocol::limits::FRAME_SIZE_MAX;
 use runnel_protocol::messages::raft_rpc::{
     RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_PRE_VOTE, RAFT_RPC_SNAPSHOT,
-    RAFT_RPC_VOTE,
+    RAFT_RPC_TRANSFER_LEADER, RAFT_RPC_VOTE,
 };
 use runnel_protocol::{ApiKey, ErrorCode, Request, Response};
 use serde::de::DeserializeOwned;
@@ -618,6 +619,15 @@ impl RaftNet {
                 },
                 Err(e) => e,
             },
+            RAFT_RPC_TRANSFER_LEADER => {
+                match self.open::<TransferLeaderRequest<PartitionRaft>>(&req) {
+                    Ok(rpc) => match raft.handle_transfer_leader(rpc).await {
+                        Ok(r) => ok_response(&r),
+                        Err(e) => fatal_response(e),
+                    },
+                    Err(e) => e,
+                }
+            }
             RAFT_RPC_SNAPSHOT => match self.open::<SnapshotRpc>(&req) {
                 Ok(s) => {
                     let snapshot = Snapshot {
@@ -793,6 +803,28 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
         option: RPCOption,
     ) -> Result<VoteResponse<PartitionRaft>, RPCError<PartitionRaft>> {
         self.vote_rpc(RAFT_RPC_PRE_VOTE, rpc, option).await
+    }
+
+    /// Without this openraft's leadership transfer degrades to waiting out the old leader's lease: the
+    /// voters would refuse the named replica's election for about two seconds (measured: a SIGTERM'd
+    /// leader stalled writes 2–3 s; with it the new leader is elected in milliseconds).
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<PartitionRaft>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<PartitionRaft>, RPCError<PartitionRaft>> {
+        let ttl = option.hard_ttl();
+        self.call(RAFT_RPC_TRANSFER_LEADER, req, ttl)
+            .await
+            .map_err(|e| {
+                to_rpc_error(
+                    e,
+                    RPCTypes::TransferLeader,
+                    self.net.node_id,
+                    self.target,
+                    ttl,
+                )
+            })
     }
 
     async fn full_snapshot(

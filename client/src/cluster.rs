@@ -258,6 +258,38 @@ impl Cluster {
 
     /// Fetches fresh metadata for every topic. Callers that race coalesce: whoever waited on a refresh that
     /// completed meanwhile returns that one.
+    /// Notes a leader a broker named in a NOT_LEADER answer, so the next request for that partition goes
+    /// there without a metadata round trip. Ignored when `leader` is not a known broker or the topic or
+    /// partition is unknown. The next [`Cluster::refresh_metadata`] replaces it with the cluster's answer.
+    pub fn apply_leader_hint(&self, topic: &str, partition: u32, leader: u32) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut guard = self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !guard.brokers.iter().any(|b| b.node_id == leader) {
+            return false;
+        }
+        let Some(t) = guard.topics.get(topic) else {
+            return false;
+        };
+        let Some(i) = t.partitions.iter().position(|p| p.partition == partition) else {
+            return false;
+        };
+        if t.partitions[i].leader == Some(leader) {
+            return true;
+        }
+        let mut t = TopicInfo::clone(t);
+        t.partitions[i].leader = Some(leader);
+        let mut m = Metadata::clone(&guard);
+        m.topics.insert(topic.to_string(), Arc::new(t));
+        *guard = Arc::new(m);
+        drop(guard);
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
     pub async fn refresh_metadata(&self) -> Result<Arc<Metadata>> {
         use std::sync::atomic::Ordering;
         let seen = self.inner.generation.load(Ordering::Acquire);

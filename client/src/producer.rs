@@ -334,6 +334,9 @@ struct ReadyBatch {
     /// Sends so far.
     attempts: u32,
     not_before: Option<Instant>,
+    /// The last attempt was an immediate retry towards a leader hint (the next one backs off again, so
+    /// two brokers naming each other cannot spin).
+    hint_followed: bool,
 }
 
 #[derive(Default)]
@@ -696,6 +699,7 @@ fn close_open(q: &mut PartitionQueue, producer_id: Option<i64>) {
             reserved: o.reserved,
             attempts: 0,
             not_before: None,
+            hint_followed: false,
         });
     }
 }
@@ -803,7 +807,7 @@ fn dispatch(inner: &Arc<Inner>, batches: Vec<InFlight>) {
                     ErrorCode::LeaderNotAvailable,
                     Some(format!("no known leader for {}/{}", b.topic, b.partition)),
                 );
-                finish(&inner, b, Err(e));
+                finish(&inner, b, Err(e), false);
             }
         });
     }
@@ -849,7 +853,8 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
     }
     .await;
     let mut refresh = false;
-    let mut outcomes: Vec<(InFlight, Result<u64>)> = Vec::with_capacity(group.len());
+    // (batch, result, whether a NOT_LEADER named another leader, now noted in the metadata cache)
+    let mut outcomes: Vec<(InFlight, Result<u64>, bool)> = Vec::with_capacity(group.len());
     match result {
         Ok(Response::Produce(resp)) => {
             for b in group {
@@ -870,10 +875,16 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
                         p.error_message.clone(),
                     )),
                 };
+                // NOT_LEADER naming another leader: go there next, without a metadata round trip.
+                let hinted = part
+                    .filter(|p| ErrorCode::from_u16(p.error_code) == ErrorCode::NotLeader)
+                    .and_then(|p| p.leader_hint)
+                    .filter(|h| *h != leader)
+                    .is_some_and(|h| inner.cluster.apply_leader_hint(&b.topic, b.partition, h));
                 if let Err(e) = &r {
-                    refresh |= e.needs_metadata_refresh();
+                    refresh |= e.needs_metadata_refresh() && !hinted;
                 }
-                outcomes.push((b, r));
+                outcomes.push((b, r, hinted));
             }
         }
         Ok(_) => {
@@ -883,26 +894,29 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
                     Err(ClientError::Protocol(
                         "Produce answered with another response".into(),
                     )),
+                    false,
                 ));
             }
         }
         Err(e) => {
             refresh = e.needs_metadata_refresh();
             for b in group {
-                outcomes.push((b, Err(e.clone())));
+                outcomes.push((b, Err(e.clone()), false));
             }
         }
     }
     if refresh {
         let _ = inner.cluster.refresh_metadata().await;
     }
-    for (b, r) in outcomes {
-        finish(&inner, b, r);
+    for (b, r, hinted) in outcomes {
+        finish(&inner, b, r, hinted);
     }
 }
 
-/// Completes a batch, or puts it back at the front of its partition queue for a bounded retry.
-fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>) {
+/// Completes a batch, or puts it back at the front of its partition queue for a bounded retry: at once
+/// when `hinted` (a NOT_LEADER named the new leader) unless the last attempt already followed a hint,
+/// otherwise after the backoff.
+fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>, hinted: bool) {
     b.batch.attempts += 1;
     let retry = match &r {
         Err(e) => {
@@ -920,7 +934,13 @@ fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>) {
     if let Some(q) = q {
         q.in_flight = false;
         if retry {
-            let backoff = inner.config.backoff(b.batch.attempts);
+            let immediate = hinted && !b.batch.hint_followed;
+            b.batch.hint_followed = immediate;
+            let backoff = if immediate {
+                Duration::ZERO
+            } else {
+                inner.config.backoff(b.batch.attempts)
+            };
             if let Err(e) = &r {
                 tracing::debug!(topic = %b.topic, partition = b.partition, attempt = b.batch.attempts,
                     backoff_ms = backoff.as_millis() as u64, error = %e, "batch failed; retrying");
@@ -1269,6 +1289,41 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(f.await.unwrap().offset, 42);
+    }
+
+    /// A NOT_LEADER that names the new leader sends the retry there at once, without a metadata round
+    /// trip: here the metadata still names the old leader (broker 1), so only the hint can bring the
+    /// retry to broker 2.
+    #[tokio::test]
+    async fn a_not_leader_hint_is_followed_at_once() {
+        let (_meta, mut a, mut b) = testing::two_brokers("t").await;
+        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
+            .await
+            .unwrap();
+        let cfg = ProducerConfig {
+            linger: Duration::ZERO,
+            retry_backoff: Duration::from_secs(30),
+            ..Default::default()
+        };
+        let p = Producer::new(cluster, cfg).unwrap();
+        let f = p.enqueue(ProducerRecord::new("t", b"x")).await.unwrap();
+        let inc = next_req(&mut a).await;
+        let mut resp = answer(&inc.request, ErrorCode::NotLeader, &mut HashMap::new());
+        if let Response::Produce(r) = &mut resp {
+            for part in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                part.leader_hint = Some(2);
+            }
+        }
+        inc.reply.send(resp).unwrap();
+        let inc = next_req(&mut b).await;
+        inc.reply
+            .send(answer(
+                &inc.request,
+                ErrorCode::None,
+                &mut HashMap::from([(0, 7)]),
+            ))
+            .unwrap();
+        assert_eq!(f.await.unwrap().offset, 7);
     }
 
     #[tokio::test]

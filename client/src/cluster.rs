@@ -301,12 +301,26 @@ impl Cluster {
         // A broker that has just restarted, or is cut off from the controller, may answer from older
         // metadata (a topic missing, old leaders): ask the next broker instead, and keep the cache when
         // every answer is older than it.
+        // Each broker reports leaders as its own replicas see them: one cut off from the others (or that
+        // has just lost its leadership) names no leader where the rest of the cluster knows one. An answer
+        // with a leaderless partition sends the request on too; if no broker knows every leader, the
+        // answer that knows most is taken.
         let known = self.metadata().epoch;
         let resp = self
-            .request_first(
-                &req,
-                |r| matches!(r, Response::Metadata(m) if m.metadata_epoch >= known),
-            )
+            .request_first(&req, |r| match r {
+                Response::Metadata(m) if m.metadata_epoch >= known => {
+                    let parts = m.topics.iter().flat_map(|t| t.partitions.iter());
+                    let (led, all) = parts.fold((0u64, 0u64), |(l, a), p| {
+                        (l + u64::from(p.leader.is_some()), a + 1)
+                    });
+                    if led == all {
+                        Ok(())
+                    } else {
+                        Err(1 + led)
+                    }
+                }
+                _ => Err(0),
+            })
             .await?;
         let Response::Metadata(m) = resp else {
             return Err(ClientError::Protocol(
@@ -347,26 +361,31 @@ impl Cluster {
     /// that cannot be reached or fails the request at the connection level is skipped; an error answered by
     /// a broker is returned as is.
     pub async fn request_any(&self, req: &Request) -> Result<Response> {
-        self.request_first(req, |_| true).await
+        self.request_first(req, |_| Ok(())).await
     }
 
-    /// Like [`Cluster::request_any`], but an answer `accept` rejects sends the request on to the next
-    /// broker; when every answer was rejected, the first of them is returned.
+    /// Like [`Cluster::request_any`], but an answer `judge` rejects (`Err(rank)`) sends the request on to
+    /// the next broker; when every answer was rejected, the highest-ranked one (the first of equals) is
+    /// returned.
     async fn request_first(
         &self,
         req: &Request,
-        accept: impl Fn(&Response) -> bool,
+        judge: impl Fn(&Response) -> std::result::Result<(), u64>,
     ) -> Result<Response> {
         let mut last: Option<ClientError> = None;
-        let mut rejected: Option<Response> = None;
+        let mut rejected: Option<(u64, Response)> = None;
         let candidates = self.candidates();
         for addr in &candidates {
             match self.connection_at(addr).await {
                 Ok(c) => match c.request(req, self.inner.config.request_timeout).await {
-                    Ok(r) if accept(&r) => return Ok(r),
-                    Ok(r) => {
-                        rejected.get_or_insert(r);
-                    }
+                    Ok(r) => match judge(&r) {
+                        Ok(()) => return Ok(r),
+                        Err(rank) => {
+                            if rejected.as_ref().is_none_or(|(best, _)| rank > *best) {
+                                rejected = Some((rank, r));
+                            }
+                        }
+                    },
                     Err(e @ (ClientError::ConnectionLost { .. } | ClientError::Timeout { .. })) => {
                         self.drop_connection(addr).await;
                         last = Some(e);
@@ -376,7 +395,7 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        if let Some(r) = rejected {
+        if let Some((_, r)) = rejected {
             return Ok(r);
         }
         Err(ClientError::NoBrokerReachable {
@@ -614,6 +633,48 @@ mod tests {
         a_epoch.store(4, SeqCst);
         let m = c.refresh_metadata().await.unwrap();
         assert_eq!((m.epoch, m.topic("t").is_some()), (5, true));
+        assert_eq!(c.leader("t", 0), Some(1));
+    }
+
+    /// A broker cut off from the others names no leader; the refresh asks on and takes the answer of a
+    /// broker that knows the leaders (when none does, the one that knows most).
+    #[tokio::test]
+    async fn a_leaderless_answer_is_passed_over_for_one_naming_the_leaders() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (y, y_asked) = fake_broker(one_topic).await;
+        let y_port: u16 = y.rsplit_once(':').unwrap().1.parse().unwrap();
+        let (x, x_asked) = fake_broker(move |port| {
+            let mut m = one_topic(y_port);
+            // Node 2 (this broker, cut off) first, so a refresh asks it first.
+            m.brokers.insert(
+                0,
+                BrokerMeta {
+                    node_id: 2,
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+            );
+            for p in m.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                p.leader = None;
+            }
+            m
+        })
+        .await;
+        let c = Cluster::connect(ClientConfig::new(&x).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            c.leader("t", 0),
+            None,
+            "bootstrapped from the cut-off broker alone"
+        );
+        let m = c.refresh_metadata().await.unwrap();
+        assert!(
+            x_asked.load(SeqCst) >= 2,
+            "the cut-off broker was asked first"
+        );
+        assert_eq!(y_asked.load(SeqCst), 1, "then the next one");
+        assert_eq!(m.topic("t").map(|t| t.partitions.len()), Some(3));
         assert_eq!(c.leader("t", 0), Some(1));
     }
 

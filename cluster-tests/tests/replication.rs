@@ -926,3 +926,90 @@ async fn a_sigterm_hands_leadership_over_without_waiting_out_the_lease() {
     assert_eq!(c.node(old).wait_exit(START), Some(0), "{}", c.logs());
     println!("node {old} handed tl-0 to node {new} in {handed_over:?}");
 }
+
+/// A leader that no quorum has acknowledged for twice the election timeout stops counting as leader
+/// (CheckQuorum): with both followers SIGSTOP'd it soon names no leader in Metadata and refuses a write at
+/// once with NOT_LEADER, instead of accepting writes that cannot commit until the client times out. Once
+/// the followers run again the partition takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_a_quorum_stops_claiming_leadership() {
+    const STEPS_ASIDE_WITHIN: Duration = Duration::from_secs(15);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(dir.path(), &rf3("cq", 1), &[]).await;
+    let leader = leader_of(&client, "cq", 0).await.expect("a leader");
+    let addr = c.node(leader).addr();
+    let followers: Vec<u32> = (1..=3).filter(|n| *n != leader).collect();
+    for f in &followers {
+        c.node(*f).signal(rustix::process::Signal::STOP);
+    }
+    let t0 = Instant::now();
+    let seen = loop {
+        let p = partition_seen_by(&client, &addr, "cq").await;
+        let named = p.as_ref().and_then(|p| p.leader);
+        if named != Some(leader) {
+            break named;
+        }
+        if t0.elapsed() > STEPS_ASIDE_WITHIN {
+            for f in &followers {
+                c.node(*f).signal(rustix::process::Signal::CONT);
+            }
+            panic!(
+                "node {leader} still names itself leader {:?} after its followers stopped",
+                t0.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stepped_aside = t0.elapsed();
+    // A write to it now is refused at once (not left to time out).
+    let code = produce_code_at(&client, &addr, "cq").await;
+    for f in &followers {
+        c.node(*f).signal(rustix::process::Signal::CONT);
+    }
+    assert_eq!(
+        code,
+        Some(runnel_protocol::ErrorCode::NotLeader),
+        "{}",
+        c.logs()
+    );
+    let took = until_writable(&client, "cq", 0, "after-cont").await;
+    println!(
+        "node {leader} named {seen:?} {stepped_aside:?} after its followers stopped; writable {took:?} after they resumed"
+    );
+}
+
+/// The error code broker `addr` answers a one-record produce to `topic`-0 with (`None`: no answer).
+async fn produce_code_at(
+    client: &Client,
+    addr: &str,
+    topic: &str,
+) -> Option<runnel_protocol::ErrorCode> {
+    use runnel_protocol::batch::RecordBatchBuilder;
+    use runnel_protocol::messages::{
+        ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL,
+    };
+    use runnel_protocol::{ErrorCode, Request, Response};
+    let mut b = RecordBatchBuilder::new(1024);
+    b.push(0, None, b"probe", &[]);
+    let req = Request::Produce(ProduceRequest {
+        acks: ACKS_ALL,
+        timeout_ms: 5_000,
+        topics: vec![ProduceTopicData {
+            name: topic.to_string(),
+            partitions: vec![ProducePartitionData {
+                partition: 0,
+                batch: b.finish(),
+            }],
+        }],
+    });
+    let conn = client.connection_at(addr).await.ok()?;
+    match conn.request(&req, Duration::from_secs(10)).await {
+        Ok(Response::Produce(r)) => r
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .map(|p| ErrorCode::from_u16(p.error_code)),
+        Err(e) => e.code(),
+        _ => None,
+    }
+}

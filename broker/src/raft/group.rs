@@ -43,6 +43,14 @@ impl Default for GroupConfig {
 }
 
 impl GroupConfig {
+    /// How long a multi-voter leader may go without a quorum acknowledging it before it stops counting as
+    /// leader: twice the longest election timeout, so the majority side has elected another leader by
+    /// then, and a follower slow to answer (an fsync stall on a loaded machine) does not depose a healthy
+    /// leader in clients' eyes.
+    pub fn quorum_stale_after(&self) -> Duration {
+        Duration::from_millis(2 * self.election_timeout_max_ms)
+    }
+
     /// Timing for multi-voter data groups: many groups share a node and a connection, so heartbeats are
     /// spaced (150 ms) and elections slower (0.6–1.2 s) than a single-member group's. A dead leader is
     /// replaced in about two election timeouts (openraft also waits out the leader lease).
@@ -153,6 +161,9 @@ pub struct RaftGroup {
     registered: Option<Replication>,
     /// The last term in which [`RaftGroup::catch_up_applied`] completed.
     caught_up_term: std::sync::atomic::AtomicU64,
+    /// Multi-voter groups: a leader whose last quorum acknowledgement is older than this no longer counts
+    /// as leader (see [`RaftGroup::is_leader`]). `None` for a single-member group.
+    quorum_stale_after: Option<Duration>,
 }
 
 /// How a multi-voter group reaches its peers: the broker's [`RaftNet`] and the group's name there
@@ -266,6 +277,7 @@ impl RaftGroup {
             registered,
             leadership,
             caught_up_term: std::sync::atomic::AtomicU64::new(u64::MAX),
+            quorum_stale_after: (!single).then(|| cfg.quorum_stale_after()),
         };
         if let Err(e) = group.start(voters, &cfg, &log).await {
             let _ = group.shutdown().await;
@@ -385,16 +397,38 @@ impl RaftGroup {
     }
 
     pub fn leader(&self) -> Option<u64> {
-        known_leader(&self.raft.metrics().borrow_watched())
+        let l = known_leader(&self.raft.metrics().borrow_watched());
+        // Never this node while it does not count as leader (a leader without a quorum).
+        l.filter(|l| *l != self.node_id || self.is_leader())
     }
 
     /// Whether this replica takes writes now: openraft's server state is Leader and its committed vote names
     /// it (what `write` checks too). `as_leader` alone is not enough: it reads the vote from the metrics,
     /// which right after a restart still hold the committed vote from before the crash although the replica
     /// starts as a follower (no leader restore) — such a replica served reads from its stale log.
+    ///
+    /// A leader of a multi-voter group also needs a quorum to have acknowledged it within
+    /// [`GroupConfig::quorum_stale_after`] (Raft's CheckQuorum): a leader cut off from its followers keeps
+    /// openraft's Leader state until it hears of the newer term, and meanwhile accepted writes that could
+    /// never commit and answered Metadata naming itself, so clients waited out their timeouts on it (12–14 s
+    /// of unavailability in the docker isolate-leader scenario) instead of finding the new leader.
+    ///
+    /// The metrics guard is dropped before `as_leader` reads the metrics again: two read locks of one
+    /// watch on one thread deadlock as soon as openraft queues a write between them.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
-            && self.raft.as_leader().is_ok()
+        let (state, quorum_acked) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (m.state, m.last_quorum_acked.as_ref().map(|t| t.elapsed()))
+        };
+        if state != openraft::ServerState::Leader || self.raft.as_leader().is_err() {
+            return false;
+        }
+        match (self.quorum_stale_after, quorum_acked) {
+            (Some(limit), Some(since)) => since <= limit,
+            // Single member, or a leader not acknowledged yet (just elected): nothing says it is cut off.
+            _ => true,
+        }
     }
 
     pub fn term(&self) -> u64 {

@@ -30,7 +30,7 @@ use crate::metadata::{MetadataSnapshot, TopicError};
 use crate::partition::{
     LogConfig, Partition, PartitionError, PartitionId, PartitionOptions, StorageContext,
 };
-use crate::raft::RaftNet;
+use crate::raft::{GroupConfig, RaftNet};
 use crate::server::Broker;
 
 /// The metadata group's topic name (reserved: users cannot create it).
@@ -133,7 +133,13 @@ impl Controller {
             voters.clone(),
             config,
             ctx,
-            PartitionOptions::replicated(net.clone()),
+            PartitionOptions {
+                group: GroupConfig {
+                    persist_every_commit: true,
+                    ..net.timing().clone()
+                },
+                ..PartitionOptions::replicated(net.clone())
+            },
         )
         .await?;
         let start = partition.log_start_offset();

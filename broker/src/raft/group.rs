@@ -29,6 +29,11 @@ pub struct GroupConfig {
     pub election_timeout_max_ms: u64,
     /// How long `open` waits for a single-member group to lead and apply its recovered log.
     pub recovery_timeout: Duration,
+    /// Persist the commit point at every commit instead of at most every
+    /// [`crate::storage::log::COMMITTED_PERSIST_INTERVAL`]: for the metadata group, whose commits are rare and
+    /// whose last ones a broker restarted alone must still serve (a lazily persisted commit point dropped
+    /// the topics created in the last second before a kill -9).
+    pub persist_every_commit: bool,
 }
 
 impl Default for GroupConfig {
@@ -38,6 +43,7 @@ impl Default for GroupConfig {
             election_timeout_min_ms: 150,
             election_timeout_max_ms: 300,
             recovery_timeout: Duration::from_secs(10),
+            persist_every_commit: false,
         }
     }
 }
@@ -66,6 +72,7 @@ impl GroupConfig {
             election_timeout_min_ms: heartbeat_interval_ms * 4,
             election_timeout_max_ms: heartbeat_interval_ms * 8,
             recovery_timeout: Duration::from_secs(10),
+            persist_every_commit: false,
         }
     }
 }
@@ -249,7 +256,7 @@ impl RaftGroup {
         );
         let shared = PartitionShared::new(log.clone());
         let sm = HwmStateMachine::new(shared.clone());
-        let store = SegLogStore::new(log.clone());
+        let store = SegLogStore::new(log.clone(), cfg.persist_every_commit);
         let registered = if single { None } else { replication };
         let raft = match &registered {
             None => Raft::new(node_id, config, NoNetwork, store, sm).await,

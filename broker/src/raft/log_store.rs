@@ -113,11 +113,16 @@ fn read_vote(log: &PartitionLog) -> io::Result<Option<Vote>> {
 #[derive(Clone, Debug)]
 pub struct SegLogStore {
     log: PartitionLog,
+    /// Persist every commit point at once (the metadata group) rather than lazily.
+    persist_every_commit: bool,
 }
 
 impl SegLogStore {
-    pub fn new(log: PartitionLog) -> SegLogStore {
-        SegLogStore { log }
+    pub fn new(log: PartitionLog, persist_every_commit: bool) -> SegLogStore {
+        SegLogStore {
+            log,
+            persist_every_commit,
+        }
     }
 }
 
@@ -221,7 +226,12 @@ impl RaftLogStorage<PartitionRaft> for SegLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        self.log.set_committed(committed.as_ref().map(to_pos))?;
+        let committed = committed.as_ref().map(to_pos);
+        if self.persist_every_commit {
+            self.log.set_committed_now(committed)?;
+        } else {
+            self.log.set_committed(committed)?;
+        }
         Ok(())
     }
 

@@ -35,7 +35,11 @@ impl StoreBuilder<PartitionRaft, SegLogStore, HwmStateMachine, TempDir> for SegB
             StorageError::read(PartitionRaft::err_from_error(&std::io::Error::from(e)))
         })?;
         let shared = PartitionShared::new(log.clone());
-        Ok((td, SegLogStore::new(log), HwmStateMachine::new(shared)))
+        Ok((
+            td,
+            SegLogStore::new(log, false),
+            HwmStateMachine::new(shared),
+        ))
     }
 }
 
@@ -83,7 +87,7 @@ fn normal_entries_apply_and_snapshot_stays_at_the_retention_boundary() {
         let td = TempDir::new().unwrap();
         let log = PartitionLog::open(td.path(), suite_config(), StorageContext::new()).unwrap();
         let shared = PartitionShared::new(log.clone());
-        let mut store = SegLogStore::new(log.clone());
+        let mut store = SegLogStore::new(log.clone(), false);
         let mut sm = HwmStateMachine::new(shared.clone());
         append(
             &mut store,

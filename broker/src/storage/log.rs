@@ -1160,13 +1160,23 @@ impl PartitionLog {
     /// Records the committed entry. Persisted lazily (at most every [`COMMITTED_PERSIST_INTERVAL`], and on
     /// vote, purge, snapshot and close): after a crash it may lag, never lead.
     pub fn set_committed(&self, committed: Option<LogPos>) -> Result<()> {
+        self.record_committed(committed, false)
+    }
+
+    /// Like [`PartitionLog::set_committed`], but persisted now (when durable here), whatever the interval.
+    pub fn set_committed_now(&self, committed: Option<LogPos>) -> Result<()> {
+        self.record_committed(committed, true)
+    }
+
+    fn record_committed(&self, committed: Option<LogPos>, now: bool) -> Result<()> {
         self.inner.check_running()?;
         let mut st = self.inner.write();
         st.meta.body.committed = committed;
         st.committed_dirty = true;
-        let due = st
-            .last_committed_persist
-            .is_none_or(|t| t.elapsed() >= COMMITTED_PERSIST_INTERVAL);
+        let due = now
+            || st
+                .last_committed_persist
+                .is_none_or(|t| t.elapsed() >= COMMITTED_PERSIST_INTERVAL);
         if due {
             // Never record a commit point above what is durable here.
             let durable_end = lock(&self.inner.durable).end;

@@ -262,7 +262,6 @@ impl Cluster {
     /// there without a metadata round trip. Ignored when `leader` is not a known broker or the topic or
     /// partition is unknown. The next [`Cluster::refresh_metadata`] replaces it with the cluster's answer.
     pub fn apply_leader_hint(&self, topic: &str, partition: u32, leader: u32) -> bool {
-        use std::sync::atomic::Ordering;
         let mut guard = self
             .inner
             .metadata
@@ -284,9 +283,8 @@ impl Cluster {
         t.partitions[i].leader = Some(leader);
         let mut m = Metadata::clone(&guard);
         m.topics.insert(topic.to_string(), Arc::new(t));
+        // Not a refresh: `generation` (which lets concurrent refreshes coalesce) stays.
         *guard = Arc::new(m);
-        drop(guard);
-        self.inner.generation.fetch_add(1, Ordering::AcqRel);
         true
     }
 

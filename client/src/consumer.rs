@@ -126,6 +126,9 @@ struct PartState {
     max_bytes: u32,
     /// Consecutive OFFSET_OUT_OF_RANGE answers above the high watermark (see [`OUT_OF_RANGE_RETRIES_MAX`]).
     out_of_range: u32,
+    /// The last fetch answered NOT_LEADER with a leader hint that was followed at once; the next such
+    /// answer backs off (two brokers naming each other cannot make the consumer spin).
+    hint_followed: bool,
 }
 
 struct FetchDone {
@@ -203,6 +206,7 @@ impl Consumer {
                 paused_until: None,
                 max_bytes: self.config.partition_max_bytes,
                 out_of_range: 0,
+                hint_followed: false,
             });
         }
         Ok(wanted)
@@ -588,6 +592,7 @@ impl Consumer {
             match code {
                 ErrorCode::None => {
                     self.parts[i].out_of_range = 0;
+                    self.parts[i].hint_followed = false;
                     let data = r.records.to_contiguous();
                     self.absorb(i, data)?;
                 }
@@ -619,8 +624,22 @@ impl Consumer {
                     if !e.retriable() {
                         return Err(e);
                     }
-                    refresh |= e.needs_metadata_refresh();
-                    self.parts[i].paused_until = Some(Instant::now() + FETCH_RETRY_BACKOFF);
+                    // NOT_LEADER naming another leader: fetch from it next round, without a metadata round
+                    // trip or a pause (once in a row).
+                    let hint = r
+                        .leader_hint
+                        .filter(|h| code == ErrorCode::NotLeader && *h != done.node);
+                    let p = &self.parts[i];
+                    let followed = !p.hint_followed
+                        && hint.is_some_and(|h| {
+                            self.cluster.apply_leader_hint(&p.topic, p.partition, h)
+                        });
+                    let p = &mut self.parts[i];
+                    p.hint_followed = followed;
+                    if !followed {
+                        refresh |= e.needs_metadata_refresh();
+                        p.paused_until = Some(Instant::now() + FETCH_RETRY_BACKOFF);
+                    }
                 }
             }
         }
@@ -1139,6 +1158,41 @@ mod tests {
             panic!()
         };
         assert_eq!(f.topics[0].partitions[0].fetch_offset, 3);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, o| {
+                (ErrorCode::None, vec![batch(o, &["z"])])
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(recs[0].offset, 3);
+    }
+
+    /// A NOT_LEADER naming the new leader sends the next fetch there, although the metadata still names
+    /// the old one (a refresh would send it back to broker 1).
+    #[tokio::test]
+    async fn fetch_follows_a_leader_hint_at_once() {
+        let (_meta, mut a, mut b) = testing::two_brokers("t").await;
+        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
+            .await
+            .unwrap();
+        let mut c = Consumer::new(
+            cluster,
+            ConsumerConfig {
+                initial_offset: Offset::At(3),
+                ..Default::default()
+            },
+        );
+        c.assign("t", None).await.unwrap();
+        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        let inc = next_req(&mut a).await;
+        let mut resp = fetch_answer(&inc.request, |_, _| (ErrorCode::NotLeader, vec![]));
+        if let Response::Fetch(f) = &mut resp {
+            for p in f.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                p.leader_hint = Some(2);
+            }
+        }
+        inc.reply.send(resp).unwrap();
+        let inc = next_req(&mut b).await;
         inc.reply
             .send(fetch_answer(&inc.request, |_, o| {
                 (ErrorCode::None, vec![batch(o, &["z"])])

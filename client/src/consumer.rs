@@ -1131,9 +1131,11 @@ mod tests {
         assert_eq!(recs[1].offset, u64::MAX);
     }
 
-    #[tokio::test]
-    async fn fetch_follows_the_leader_after_not_leader() {
-        let (meta, mut a, mut b) = testing::two_brokers("t").await;
+    /// A consumer bootstrapped from `a`, assigned every partition of "t" from offset 3, polling (5 s) in
+    /// the background.
+    async fn poll_from_offset_3(
+        a: &FakeBroker,
+    ) -> tokio::task::JoinHandle<Result<Vec<ConsumerRecord>>> {
         let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
             .await
             .unwrap();
@@ -1145,7 +1147,13 @@ mod tests {
             },
         );
         c.assign("t", None).await.unwrap();
-        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        tokio::spawn(async move { c.poll(Duration::from_secs(5)).await })
+    }
+
+    #[tokio::test]
+    async fn fetch_follows_the_leader_after_not_leader() {
+        let (meta, mut a, mut b) = testing::two_brokers("t").await;
+        let poll = poll_from_offset_3(&a).await;
         let inc = next_req(&mut a).await;
         testing::set_leader(&meta, 2);
         inc.reply
@@ -1172,18 +1180,7 @@ mod tests {
     #[tokio::test]
     async fn fetch_follows_a_leader_hint_at_once() {
         let (_meta, mut a, mut b) = testing::two_brokers("t").await;
-        let cluster = Cluster::connect(ClientConfig::new(&a.addr).unwrap())
-            .await
-            .unwrap();
-        let mut c = Consumer::new(
-            cluster,
-            ConsumerConfig {
-                initial_offset: Offset::At(3),
-                ..Default::default()
-            },
-        );
-        c.assign("t", None).await.unwrap();
-        let poll = tokio::spawn(async move { c.poll(Duration::from_secs(5)).await });
+        let poll = poll_from_offset_3(&a).await;
         let inc = next_req(&mut a).await;
         let mut resp = fetch_answer(&inc.request, |_, _| (ErrorCode::NotLeader, vec![]));
         if let Response::Fetch(f) = &mut resp {

@@ -9,7 +9,7 @@
 //! ([`Partition::leader_changes`]); [`Partition::set_log_config`] changes segment and retention settings of
 //! the live log; [`Partition::log_stats`] gives segment count and bytes for metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -70,6 +70,12 @@ pub enum PartitionError {
     DuplicateSequence { producer_id: i64, sequence: i32 },
     #[error("producer {producer_id}: epoch {epoch} is older than one already written")]
     ProducerFenced { producer_id: i64, epoch: i16 },
+    #[error("producer {producer_id}: sequence {sequence} is out of order (expected {expected}); an earlier batch has not been written")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        sequence: i32,
+        expected: i32,
+    },
 }
 
 impl PartitionError {
@@ -84,6 +90,7 @@ impl PartitionError {
             PartitionError::Timeout => ErrorCode::RequestTimedOut,
             PartitionError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
             PartitionError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            PartitionError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
         }
     }
 }
@@ -149,9 +156,20 @@ pub struct Partition {
     leader_changes: Arc<AtomicU64>,
     retention_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     leadership_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Idempotent batches being replicated, by producer id: a retry of one waits for its outcome
-    /// instead of writing it again. Held only to check and register, never across a commit.
-    in_flight: tokio::sync::Mutex<HashMap<i64, InFlightBatch>>,
+    /// Idempotent batches being replicated, by producer id, in proposal order: a retry of one waits for
+    /// its outcome instead of writing it again, and the next batch must follow the last one. Held to
+    /// check, propose and register (so proposals of one producer enter the log in sequence order), never
+    /// across a commit.
+    in_flight: Arc<tokio::sync::Mutex<HashMap<i64, InFlightProducer>>>,
+}
+
+/// One idempotent producer's batches on their way through Raft (one epoch: a newer one replaces them).
+struct InFlightProducer {
+    epoch: i16,
+    /// The sequence right after the last batch proposed (batches may resolve out of order, so the queue's
+    /// tail is not a substitute).
+    next_seq: i32,
+    batches: VecDeque<InFlightBatch>,
 }
 
 /// An idempotent batch on its way through Raft.
@@ -159,6 +177,11 @@ struct InFlightBatch {
     first_seq: i32,
     outcome: tokio::sync::watch::Receiver<Option<Result<u64, PartitionError>>>,
 }
+
+/// An append handed to Raft: resolves when it is acknowledged per its `acks`.
+pub type PendingAppend = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<AppendOutcome, PartitionError>> + Send + 'static>,
+>;
 
 impl std::fmt::Debug for Partition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,7 +264,7 @@ impl Partition {
             leader_changes: Arc::new(AtomicU64::new(u64::from(first.leader.is_some()))),
             retention_task: Mutex::new(None),
             leadership_task: Mutex::new(None),
-            in_flight: tokio::sync::Mutex::new(HashMap::new()),
+            in_flight: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
         });
         let weak = Arc::downgrade(&p);
         let task = tokio::spawn(retention_loop(weak, options.retention_check_interval));
@@ -289,6 +312,18 @@ impl Partition {
         header: &RecordBatchHeader,
         acks: i8,
     ) -> Result<AppendOutcome, PartitionError> {
+        self.submit(batch, header, acks).await?.await
+    }
+
+    /// The first half of [`Partition::append`]: checks the batch and hands it to Raft, then returns the
+    /// future of its acknowledgement. Batches submitted by calls that return one after another enter the
+    /// log in that order.
+    pub async fn submit(
+        &self,
+        batch: Bytes,
+        header: &RecordBatchHeader,
+        acks: i8,
+    ) -> Result<PendingAppend, PartitionError> {
         self.check_open()?;
         // Guard the log's contract: a batch it would refuse must not reach Raft (a refused append is fatal
         // to the group).
@@ -303,86 +338,160 @@ impl Partition {
             )));
         }
         let log_append_time_ms = now_ms();
-        let wait = acks != ACKS_NONE;
-        if header.producer_id >= 0 && wait {
-            let base_offset = self.append_idempotent(batch, header).await?;
-            return Ok(AppendOutcome {
-                base_offset,
-                log_append_time_ms,
-            });
-        }
-        let r = self
-            .group
-            .write(batch, header.record_count, header.max_timestamp, wait)
-            .await?;
-        Ok(AppendOutcome {
-            base_offset: r.unwrap_or(u64::MAX),
+        let outcome = move |base_offset: u64| AppendOutcome {
+            base_offset,
             log_append_time_ms,
-        })
+        };
+        if acks == ACKS_NONE {
+            self.group
+                .write(batch, header.record_count, header.max_timestamp, false)
+                .await?;
+            return Ok(Box::pin(std::future::ready(Ok(outcome(u64::MAX)))));
+        }
+        if header.producer_id >= 0 {
+            let committed = self.submit_idempotent(batch, header).await?;
+            return Ok(Box::pin(async move { committed.await.map(outcome) }));
+        }
+        let committed = self
+            .group
+            .propose(batch, header.record_count, header.max_timestamp)
+            .await?;
+        Ok(Box::pin(async move {
+            committed.await.map(outcome).map_err(PartitionError::from)
+        }))
     }
 
-    /// An idempotent producer's batch: written once whatever the retries. The leader first makes sure it
-    /// has applied everything committed before its term (so its producer table is complete), then a batch
-    /// already committed is answered with its original offset, a batch still being replicated is awaited,
-    /// and only a new one is proposed.
-    async fn append_idempotent(
+    /// An idempotent producer's batch: written once whatever the retries, and only right after the
+    /// producer's previous batch. The leader first makes sure it has applied everything committed before
+    /// its term (so its producer table is complete); then a batch already committed is answered with its
+    /// original offset, a batch still being replicated is awaited, one that does not follow the last
+    /// written or in-flight batch is OUT_OF_ORDER, and only the next one is proposed.
+    async fn submit_idempotent(
         &self,
         batch: Bytes,
         header: &RecordBatchHeader,
-    ) -> Result<u64, PartitionError> {
-        let (pid, seq) = (header.producer_id, header.base_sequence);
+    ) -> Result<
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, PartitionError>> + Send>>,
+        PartitionError,
+    > {
+        let (pid, epoch, seq) = (
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+        );
+        let last_seq = seq.wrapping_add(header.record_count.max(1) as i32 - 1);
         let mut in_flight = self.in_flight.lock().await;
         self.group.catch_up_applied().await?;
-        if let Some(p) = in_flight.get(&pid).filter(|p| p.first_seq == seq) {
-            let mut rx = p.outcome.clone();
-            drop(in_flight);
-            let r = rx
-                .wait_for(|o| o.is_some())
-                .await
-                .map_err(|_| PartitionError::Timeout)?
-                .clone();
-            return r.unwrap_or(Err(PartitionError::Timeout));
+        let fenced = || PartitionError::ProducerFenced {
+            producer_id: pid,
+            epoch,
+        };
+        // What the batches still in flight say, when they are of this epoch: Some(true) = it follows them.
+        let mut follows_in_flight = None;
+        if let Some(f) = in_flight.get(&pid) {
+            if epoch < f.epoch {
+                return Err(fenced());
+            }
+            if epoch == f.epoch {
+                if let Some(b) = f.batches.iter().find(|b| b.first_seq == seq) {
+                    let mut rx = b.outcome.clone();
+                    drop(in_flight);
+                    return Ok(Box::pin(async move {
+                        let r = rx
+                            .wait_for(|o| o.is_some())
+                            .await
+                            .map_err(|_| PartitionError::Timeout)?
+                            .clone();
+                        r.unwrap_or(Err(PartitionError::Timeout))
+                    }));
+                }
+                if !f.batches.is_empty() {
+                    let expected = f.next_seq;
+                    if seq == expected {
+                        follows_in_flight = Some(true);
+                    } else if seq > expected {
+                        return Err(PartitionError::OutOfOrderSequence {
+                            producer_id: pid,
+                            sequence: seq,
+                            expected,
+                        });
+                    } else {
+                        follows_in_flight = Some(false);
+                    }
+                }
+            }
         }
-        match self
+        if follows_in_flight != Some(true) {
+            match self
+                .group
+                .check_sequence(pid, epoch, seq, header.record_count)
+            {
+                SequenceCheck::Append if follows_in_flight.is_none() => {}
+                SequenceCheck::Duplicate { base_offset } => {
+                    return Ok(Box::pin(std::future::ready(Ok(base_offset))))
+                }
+                SequenceCheck::DuplicateUnknown => {
+                    return Err(PartitionError::DuplicateSequence {
+                        producer_id: pid,
+                        sequence: seq,
+                    })
+                }
+                // Below what is in flight yet not written: a batch whose proposal failed while later
+                // ones are still being cleaned up. Retriable: by the retry, the table decides.
+                SequenceCheck::Append => {
+                    return Err(PartitionError::OutOfOrderSequence {
+                        producer_id: pid,
+                        sequence: seq,
+                        expected: in_flight.get(&pid).map_or(seq, |f| f.next_seq),
+                    })
+                }
+                SequenceCheck::Fenced => return Err(fenced()),
+                SequenceCheck::OutOfOrder { expected } => {
+                    return Err(PartitionError::OutOfOrderSequence {
+                        producer_id: pid,
+                        sequence: seq,
+                        expected,
+                    })
+                }
+            }
+        }
+        let committed = self
             .group
-            .check_sequence(pid, header.producer_epoch, seq, header.record_count)
-        {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset } => return Ok(base_offset),
-            SequenceCheck::DuplicateUnknown => {
-                return Err(PartitionError::DuplicateSequence {
-                    producer_id: pid,
-                    sequence: seq,
-                })
-            }
-            SequenceCheck::Fenced => {
-                return Err(PartitionError::ProducerFenced {
-                    producer_id: pid,
-                    epoch: header.producer_epoch,
-                })
-            }
-        }
+            .propose(batch, header.record_count, header.max_timestamp)
+            .await?;
         let (tx, rx) = tokio::sync::watch::channel(None);
-        in_flight.insert(
-            pid,
-            InFlightBatch {
-                first_seq: seq,
-                outcome: rx,
-            },
-        );
-        drop(in_flight);
-        let r: Result<u64, PartitionError> = self
-            .group
-            .write(batch, header.record_count, header.max_timestamp, true)
-            .await
-            .map(|o| o.unwrap_or(u64::MAX))
-            .map_err(PartitionError::from);
-        tx.send_replace(Some(r.clone()));
-        let mut in_flight = self.in_flight.lock().await;
-        if in_flight.get(&pid).is_some_and(|p| p.first_seq == seq) {
-            in_flight.remove(&pid);
+        let entry = in_flight.entry(pid).or_insert_with(|| InFlightProducer {
+            epoch,
+            next_seq: seq,
+            batches: VecDeque::new(),
+        });
+        if entry.epoch != epoch {
+            // A newer epoch: the older one's batches were proposed before this one and resolve on their own.
+            *entry = InFlightProducer {
+                epoch,
+                next_seq: seq,
+                batches: VecDeque::new(),
+            };
         }
-        r
+        entry.next_seq = last_seq.wrapping_add(1);
+        entry.batches.push_back(InFlightBatch {
+            first_seq: seq,
+            outcome: rx,
+        });
+        drop(in_flight);
+        let registry = self.in_flight.clone();
+        Ok(Box::pin(async move {
+            let r = committed.await.map_err(PartitionError::from);
+            tx.send_replace(Some(r.clone()));
+            let mut in_flight = registry.lock().await;
+            if let Some(f) = in_flight.get_mut(&pid).filter(|f| f.epoch == epoch) {
+                f.batches.retain(|b| b.first_seq != seq);
+                if f.batches.is_empty() {
+                    in_flight.remove(&pid);
+                }
+            }
+            r
+        }))
     }
 
     /// First offset NOT yet committed.
@@ -617,6 +726,68 @@ mod tests {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A batch of `n` records of idempotent producer 7.
+    fn numbered(n: usize, epoch: i16, seq: i32) -> (Bytes, RecordBatchHeader) {
+        let mut b = RecordBatchBuilder::new(n * 64 + 64).idempotent(7, epoch, seq);
+        for i in 0..n {
+            b.push(i as i64, None, format!("s{seq}-{i}").as_bytes(), &[]);
+        }
+        let b = b.finish();
+        let h = validate(&b).unwrap();
+        (b, h)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_idempotent_batches_are_written_in_order_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), LogConfig::default()).await;
+        // Five batches handed over before the first is committed.
+        let mut pending = Vec::new();
+        for i in 0..5 {
+            let (b, h) = numbered(2, 0, i * 2);
+            pending.push(p.submit(b, &h, ACKS_ALL).await.unwrap());
+        }
+        // A retry of one still in flight is not written again; a batch past the last one is refused.
+        let (b, h) = numbered(2, 0, 4);
+        pending.push(p.submit(b, &h, ACKS_ALL).await.unwrap());
+        let (b, h) = numbered(1, 0, 12);
+        match p.submit(b, &h, ACKS_ALL).await {
+            Err(PartitionError::OutOfOrderSequence { expected: 10, .. }) => {}
+            Err(e) => panic!("expected OUT_OF_ORDER (expected 10), got {e}"),
+            Ok(_) => panic!("expected OUT_OF_ORDER (expected 10), got a pending append"),
+        }
+        let mut offsets = Vec::new();
+        for f in pending {
+            offsets.push(f.await.unwrap().base_offset);
+        }
+        assert_eq!(offsets, vec![0, 2, 4, 6, 8, 4]);
+        assert_eq!(p.high_watermark(), 10);
+        // Committed now: a retry is answered from the producer table, the next batch is accepted, a gap
+        // is still refused, and only a new epoch may restart the sequence.
+        let (b, h) = numbered(2, 0, 6);
+        assert_eq!(p.append(b, &h, ACKS_ALL).await.unwrap().base_offset, 6);
+        let (b, h) = numbered(1, 0, 11);
+        assert!(matches!(
+            p.append(b, &h, ACKS_ALL).await,
+            Err(PartitionError::OutOfOrderSequence { expected: 10, .. })
+        ));
+        let (b, h) = numbered(1, 1, 0);
+        assert_eq!(p.append(b, &h, ACKS_ALL).await.unwrap().base_offset, 10);
+        let (b, h) = numbered(1, 0, 10);
+        assert!(matches!(
+            p.append(b, &h, ACKS_ALL).await,
+            Err(PartitionError::ProducerFenced { .. })
+        ));
+        let read: usize = p
+            .read(0, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|b| validate(b).unwrap().record_count as usize)
+            .sum();
+        assert_eq!(read, 11, "every batch once");
+        p.shutdown().await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,40 @@ async fn more_than_the_inflight_limit_pipelined_are_all_answered() {
     }
 }
 
+/// An idempotent producer pipelining many batches of one partition on one connection: the broker submits
+/// them in arrival order, so every one follows its predecessor (none is OUT_OF_ORDER_SEQUENCE) and each is
+/// written at the offset its sequence number says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_idempotent_batches_are_written_in_the_order_sent() {
+    const N: i32 = 300;
+    let b = start().await;
+    let mut c = Client::connect(b.addr()).await;
+    c.create_topic("t", 1).await;
+    let pid = init_producer_id(&mut c).await;
+    let mut all = Vec::new();
+    let mut seq_of = std::collections::HashMap::new();
+    for seq in 0..N {
+        let mut bb = runnel_protocol::batch::RecordBatchBuilder::new(128).idempotent(pid, 0, seq);
+        bb.push(i64::from(seq), None, format!("v{seq}").as_bytes(), &[]);
+        let (cid, bytes) = c.encode(&produce_req("t", 0, bb.finish()));
+        seq_of.insert(cid, seq);
+        all.extend_from_slice(&bytes);
+    }
+    c.send_raw(&all).await;
+    for _ in 0..N {
+        let (cid, r) = c.recv().await;
+        let seq = seq_of
+            .remove(&cid)
+            .expect("an answer to a request sent once");
+        let Ok(Response::Produce(p)) = r else {
+            panic!("{r:?}")
+        };
+        let p = &p.topics[0].partitions[0];
+        assert_eq!(p.error_code, 0, "sequence {seq}: {p:?}");
+        assert_eq!(p.base_offset, seq as u64, "sequence {seq}");
+    }
+}
+
 #[tokio::test]
 async fn a_full_connection_is_not_read_until_a_slot_frees() {
     const LIMIT: usize = 3;

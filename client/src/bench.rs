@@ -81,6 +81,8 @@ pub struct BenchConfig {
     /// Total records/s over all producers; `None` = as fast as possible.
     pub rate: Option<f64>,
     pub in_flight: usize,
+    /// Batches of one partition each producer keeps in flight (the producer's `max_in_flight_per_partition`).
+    pub batches_in_flight: usize,
     /// Print the live progress line on stderr.
     pub progress: bool,
 }
@@ -102,6 +104,7 @@ impl BenchConfig {
             linger: p.linger,
             rate: None,
             in_flight: IN_FLIGHT_DEFAULT,
+            batches_in_flight: p.max_in_flight_per_partition,
             progress: true,
         }
     }
@@ -198,6 +201,7 @@ impl BenchSummary {
             "acks": c.acks.to_string(),
             "producers": c.producers,
             "in_flight": c.in_flight,
+            "batches_in_flight": c.batches_in_flight,
             "rate": c.rate,
         })
     }
@@ -232,13 +236,14 @@ impl BenchSummary {
                 self.max_ms()
             ),
             format!(
-                "settings: record_size {} B, batch_size_bytes {}, linger_ms {}, acks {}, producers {}, in_flight {}, rate {}",
+                "settings: record_size {} B, batch_size_bytes {}, linger_ms {}, acks {}, producers {}, in_flight {}, batches_in_flight {}, rate {}",
                 c.record_size,
                 c.batch_size_bytes,
                 c.linger.as_millis(),
                 c.acks,
                 c.producers,
                 c.in_flight,
+                c.batches_in_flight,
                 c.rate.map_or_else(|| "unlimited".to_string(), |r| format!("{r} records/s"))
             ),
         ]
@@ -519,6 +524,7 @@ async fn start_producers(
                 acks: cfg.acks,
                 batch_size_bytes: cfg.batch_size_bytes,
                 linger: cfg.linger,
+                max_in_flight_per_partition: cfg.batches_in_flight,
                 ..ProducerConfig::default()
             },
         )?;

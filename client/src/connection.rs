@@ -49,6 +49,10 @@ const IOV_MAX_PER_WRITE: usize = 64;
 
 type Waiter = oneshot::Sender<Result<Bytes>>;
 
+/// The response to a request already queued for the socket (see [`Connection::send`]).
+pub type PendingResponse =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response>> + Send + 'static>>;
+
 /// State shared by the caller side and the reader task.
 struct Shared {
     addr: SocketAddr,
@@ -191,6 +195,13 @@ impl Connection {
     /// Sends `req` and waits for its response, at most `timeout`. A request-level error from the broker comes
     /// back as [`ClientError::Broker`].
     pub async fn request(&self, req: &Request, timeout: Duration) -> Result<Response> {
+        self.send(req, timeout).await?.await
+    }
+
+    /// The first half of [`Connection::request`]: queues `req` for the socket and returns the future of its
+    /// response (bounded by the same `timeout`, counted from now). Requests sent by calls that return one
+    /// after another reach the broker in that order.
+    pub async fn send(&self, req: &Request, timeout: Duration) -> Result<PendingResponse> {
         let api = req.api_key();
         let ours = api.versions().1;
         let supported = lock(&self.inner.versions).get(&(api as u16)).copied();
@@ -203,17 +214,21 @@ impl Connection {
                 })
             }
         }
-        self.request_unchecked(req, timeout).await
+        self.send_unchecked(req, timeout).await
     }
 
     async fn request_unchecked(&self, req: &Request, timeout: Duration) -> Result<Response> {
+        self.send_unchecked(req, timeout).await?.await
+    }
+
+    async fn send_unchecked(&self, req: &Request, timeout: Duration) -> Result<PendingResponse> {
         let api = req.api_key();
         let timeout_err = ClientError::Timeout {
             what: api_name(api),
             ms: timeout.as_millis() as u64,
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let _permit: OwnedSemaphorePermit =
+        let permit: OwnedSemaphorePermit =
             tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| timeout_err.clone())?
@@ -235,16 +250,20 @@ impl Connection {
                 _ => self.lost("writer stopped"),
             });
         }
-        let frame = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(self.lost("connection closed")),
-            Err(_) => {
-                self.forget(id);
-                return Err(timeout_err);
-            }
-        };
-        let (_, body) = decode_response(api, frame).map_err(ClientError::decode)?;
-        body.map_err(|e| ClientError::broker(e.code, Some(e.message)))
+        let conn = self.clone();
+        Ok(Box::pin(async move {
+            let _permit = permit;
+            let frame = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(_)) => return Err(conn.lost("connection closed")),
+                Err(_) => {
+                    conn.forget(id);
+                    return Err(timeout_err);
+                }
+            };
+            let (_, body) = decode_response(api, frame).map_err(ClientError::decode)?;
+            body.map_err(|e| ClientError::broker(e.code, Some(e.message)))
+        }))
     }
 
     fn forget(&self, id: u32) {

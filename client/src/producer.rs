@@ -9,10 +9,16 @@
 //! per broker.
 //!
 //! Invariants:
-//! - **Ordering:** at most one batch per partition is in flight; a batch that fails with a retriable error goes
-//!   back to the front of its partition's queue, so records of one partition are written in `enqueue` order
-//!   (many partitions are in flight in parallel). Without idempotence a retry after a timeout or a lost
-//!   connection can write a batch twice; that is the documented at-least-once behaviour.
+//! - **Ordering:** at most `max_in_flight_per_partition` batches of a partition are in flight (5 by
+//!   default, like Kafka), sent in order through one ordered lane per broker, and the broker submits the
+//!   requests of a connection in arrival order, so they are written in `enqueue` order. When one comes back
+//!   with a retriable error the partition *drains*: nothing new is sent until all its in-flight batches
+//!   have answered, then the failed ones are re-sent first, in their original order. With idempotence the
+//!   broker refuses a batch that does not follow the last one written (OUT_OF_ORDER_SEQUENCE, retried),
+//!   so a retry never lets a later batch overtake an earlier one; when a batch fails for good, the
+//!   partition starts a new producer epoch and renumbers what it still holds, so no sequence gap blocks
+//!   it. Without idempotence a retry may reorder or (after a timeout or a lost connection) duplicate
+//!   batches, as in Kafka; set `max_in_flight_per_partition = 1` to keep order then.
 //! - **Bounded memory:** every record reserves its size estimate from a semaphore of `buffer_memory_bytes`
 //!   before it is copied; the reservation is returned when its batch completes. `enqueue` waits when the
 //!   buffer is full (back-pressure).
@@ -31,14 +37,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use runnel_protocol::batch::{RecordBatchBuilder, BATCH_HEADER_LEN};
+use runnel_protocol::batch::{self, RecordBatchBuilder, BATCH_HEADER_LEN};
 use runnel_protocol::limits::{BATCH_SIZE_BYTES_MAX, RECORDS_PER_BATCH_MAX};
 use runnel_protocol::messages::{
     InitProducerIdRequest, ProducePartitionData, ProduceRequest, ProduceTopicData, ACKS_ALL,
     ACKS_LEADER, ACKS_NONE,
 };
 use runnel_protocol::{ErrorCode, Request, Response};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
@@ -55,6 +61,11 @@ pub const BUFFER_MEMORY_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 pub const BUFFER_MEMORY_BYTES_MAX: usize = 1 << 31;
 /// Most times a batch is re-sent after a retriable error.
 pub const PRODUCE_RETRIES_MAX: u32 = 30;
+/// Default number of batches of one partition in flight at once.
+pub const MAX_IN_FLIGHT_PER_PARTITION_DEFAULT: usize = 5;
+/// Largest `max_in_flight_per_partition`: the broker remembers the last 5 batches of each idempotent
+/// producer, so a retry of any batch still in flight is recognised.
+pub const MAX_IN_FLIGHT_PER_PARTITION_MAX: usize = 5;
 /// Default first retry backoff; doubles per attempt up to [`RETRY_BACKOFF_MAX`].
 pub const RETRY_BACKOFF_DEFAULT: Duration = Duration::from_millis(100);
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -122,6 +133,8 @@ pub struct ProducerConfig {
     /// records of each partition; the partition leader writes a retried batch once and answers its
     /// retries with the original offsets, across leader changes too. Safe with `retry_ambiguous`.
     pub idempotent: bool,
+    /// Batches of one partition sent before the first is answered, 1..=[`MAX_IN_FLIGHT_PER_PARTITION_MAX`].
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -135,6 +148,7 @@ impl Default for ProducerConfig {
             retry_backoff: RETRY_BACKOFF_DEFAULT,
             retry_ambiguous: true,
             idempotent: true,
+            max_in_flight_per_partition: MAX_IN_FLIGHT_PER_PARTITION_DEFAULT,
         }
     }
 }
@@ -152,6 +166,13 @@ impl ProducerConfig {
         if self.buffer_memory_bytes == 0 || self.buffer_memory_bytes > BUFFER_MEMORY_BYTES_MAX {
             return bad(format!(
                 "buffer_memory_bytes must be in 1..={BUFFER_MEMORY_BYTES_MAX}"
+            ));
+        }
+        if self.max_in_flight_per_partition == 0
+            || self.max_in_flight_per_partition > MAX_IN_FLIGHT_PER_PARTITION_MAX
+        {
+            return bad(format!(
+                "max_in_flight_per_partition must be in 1..={MAX_IN_FLIGHT_PER_PARTITION_MAX}"
             ));
         }
         if self.retries > PRODUCE_RETRIES_MAX {
@@ -328,6 +349,9 @@ struct OpenBatch {
 }
 
 struct ReadyBatch {
+    /// Position among the partition's batches (retries go back in this order).
+    ordinal: u64,
+    records: i32,
     bytes: Bytes,
     shared: Arc<BatchShared>,
     reserved: usize,
@@ -343,8 +367,14 @@ struct ReadyBatch {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
-    in_flight: bool,
-    /// The sequence number of this partition's next record (idempotent producers).
+    in_flight: usize,
+    /// A batch came back failed: send nothing new until every in-flight batch has answered.
+    draining: bool,
+    /// A batch failed for good (idempotent producers): once drained, start a new epoch.
+    new_epoch: bool,
+    next_ordinal: u64,
+    /// The epoch and sequence number of this partition's next record (idempotent producers).
+    epoch: i16,
     next_seq: i32,
 }
 
@@ -379,6 +409,9 @@ struct Inner {
     /// The idempotent producer id: obtained by the first `enqueue` (concurrent ones wait for it); never set
     /// without idempotence.
     producer_id: tokio::sync::OnceCell<i64>,
+    /// One ordered lane per broker: produce requests to a broker are queued on its connection in the order
+    /// they were dispatched (see [`lane`]).
+    lanes: Mutex<HashMap<u32, mpsc::UnboundedSender<Vec<InFlight>>>>,
 }
 
 impl Inner {
@@ -419,6 +452,7 @@ impl Producer {
             wake: Notify::new(),
             idle: Notify::new(),
             producer_id: tokio::sync::OnceCell::new(),
+            lanes: Mutex::new(HashMap::new()),
         });
         tokio::spawn(run_sender(inner.clone()));
         Ok(Producer {
@@ -685,15 +719,18 @@ async fn init_producer_id_once(cluster: &Cluster) -> Result<i64> {
 }
 
 /// Seals the open batch into the ready queue; with a producer id, numbers its records next in this
-/// partition's sequence (sealed batches are sent in order, one at a time, so sequences follow sends).
+/// partition's sequence (sealed batches are sent in order, so sequences follow sends).
 fn close_open(q: &mut PartitionQueue, producer_id: Option<i64>) {
     if let Some(mut o) = q.open.take() {
+        let records = o.builder.len() as i32;
         if let Some(pid) = producer_id {
-            let n = o.builder.len() as i32;
-            o.builder = o.builder.idempotent(pid, 0, q.next_seq);
-            q.next_seq = q.next_seq.wrapping_add(n);
+            o.builder = o.builder.idempotent(pid, q.epoch, q.next_seq);
+            q.next_seq = q.next_seq.wrapping_add(records);
         }
+        q.next_ordinal += 1;
         q.ready.push_back(ReadyBatch {
+            ordinal: q.next_ordinal,
+            records,
             bytes: o.builder.finish(),
             shared: o.shared,
             reserved: o.reserved,
@@ -701,6 +738,21 @@ fn close_open(q: &mut PartitionQueue, producer_id: Option<i64>) {
             not_before: None,
             hint_followed: false,
         });
+    }
+}
+
+/// After a batch failed for good, with nothing in flight: the partition's next batches start a new epoch
+/// at sequence 0 (the broker accepts any sequence in a newer epoch), and the batches still held are
+/// renumbered so, so that the gap the failed batch left does not refuse them.
+fn start_new_epoch(q: &mut PartitionQueue, producer_id: Option<i64>) {
+    let Some(pid) = producer_id else { return };
+    q.epoch = q.epoch.saturating_add(1);
+    q.next_seq = 0;
+    for b in q.ready.iter_mut() {
+        if let Some(bytes) = batch::restamp(&b.bytes, pid, q.epoch, q.next_seq) {
+            b.bytes = bytes;
+        }
+        q.next_seq = q.next_seq.wrapping_add(b.records);
     }
 }
 
@@ -717,41 +769,50 @@ struct InFlight {
     batch: ReadyBatch,
 }
 
-/// Takes every batch that may be sent now (marking its partition in flight) and returns the next time a
-/// lingering or backing-off batch becomes sendable.
+/// Takes every batch that may be sent now (counting it in flight on its partition) and returns the next
+/// time a lingering or backing-off batch becomes sendable.
 fn collect(inner: &Inner, now: Instant) -> (Vec<InFlight>, Option<Instant>) {
     let mut st = lock(&inner.state);
     let hurry = st.flushing > 0 || st.closed || inner.memory_waiters.load(Ordering::SeqCst) > 0;
     let linger = inner.config.linger;
+    let max = inner.config.max_in_flight_per_partition;
+    let producer_id = inner.producer_id();
     let mut out = Vec::new();
     let mut next: Option<Instant> = None;
     let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
     for ts in st.topics.values_mut() {
         for (p, q) in ts.partitions.iter_mut().enumerate() {
-            if q.in_flight {
-                continue;
-            }
-            if q.ready.is_empty() {
-                match &q.open {
-                    Some(o) if hurry || o.created + linger <= now => {
-                        close_open(q, inner.producer_id())
-                    }
-                    Some(o) => {
-                        earliest(o.created + linger);
-                        continue;
-                    }
-                    None => continue,
-                }
-            }
-            match q.ready.front().and_then(|b| b.not_before) {
-                Some(t) if t > now => {
-                    earliest(t);
+            if q.draining {
+                if q.in_flight > 0 {
                     continue;
                 }
-                _ => {}
+                q.draining = false;
+                if std::mem::take(&mut q.new_epoch) {
+                    start_new_epoch(q, producer_id);
+                }
             }
-            if let Some(batch) = q.ready.pop_front() {
-                q.in_flight = true;
+            while q.in_flight < max {
+                if q.ready.is_empty() {
+                    match &q.open {
+                        Some(o) if hurry || o.created + linger <= now => close_open(q, producer_id),
+                        Some(o) => {
+                            earliest(o.created + linger);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                match q.ready.front().and_then(|b| b.not_before) {
+                    Some(t) if t > now => {
+                        earliest(t);
+                        break;
+                    }
+                    _ => {}
+                }
+                let Some(batch) = q.ready.pop_front() else {
+                    break;
+                };
+                q.in_flight += 1;
                 out.push(InFlight {
                     topic: ts.name.clone(),
                     partition: p as u32,
@@ -772,6 +833,8 @@ async fn run_sender(inner: Arc<Inner>) {
         {
             let st = lock(&inner.state);
             if st.closed && st.outstanding == 0 {
+                // Ends the lanes (they hold the producer alive).
+                lock(&inner.lanes).clear();
                 return;
             }
         }
@@ -787,16 +850,27 @@ async fn run_sender(inner: Arc<Inner>) {
     }
 }
 
-/// Groups batches by leader and spawns one produce request per broker. Batches whose leader is unknown are
-/// handed back as failed attempts (retried after a metadata refresh, within the retry bound).
+/// Groups batches by leader and hands one produce request per broker to that broker's lane. Batches whose
+/// leader is unknown are handed back as failed attempts (retried after a metadata refresh, within the retry
+/// bound).
 fn dispatch(inner: &Arc<Inner>, batches: Vec<InFlight>) {
-    let mut by_leader: HashMap<u32, Vec<InFlight>> = HashMap::new();
+    // Per leader, the requests to send in order; a request holds at most one batch per partition (the
+    // n-th batch of a partition goes into the n-th request).
+    let mut by_leader: HashMap<u32, Vec<Vec<InFlight>>> = HashMap::new();
+    let mut nth: HashMap<(Arc<str>, u32), usize> = HashMap::new();
     let mut leaderless = Vec::new();
     for b in batches {
-        match inner.cluster.leader(&b.topic, b.partition) {
-            Some(l) => by_leader.entry(l).or_default().push(b),
-            None => leaderless.push(b),
+        let Some(l) = inner.cluster.leader(&b.topic, b.partition) else {
+            leaderless.push(b);
+            continue;
+        };
+        let n = nth.entry((b.topic.clone(), b.partition)).or_insert(0);
+        let requests = by_leader.entry(l).or_default();
+        if requests.len() <= *n {
+            requests.push(Vec::new());
         }
+        requests[*n].push(b);
+        *n += 1;
     }
     if !leaderless.is_empty() {
         let inner = inner.clone();
@@ -811,15 +885,67 @@ fn dispatch(inner: &Arc<Inner>, batches: Vec<InFlight>) {
             }
         });
     }
-    for (leader, group) in by_leader {
-        tokio::spawn(send_to(inner.clone(), leader, group));
+    let mut lanes = lock(&inner.lanes);
+    for (leader, group) in by_leader
+        .into_iter()
+        .flat_map(|(l, rs)| rs.into_iter().map(move |r| (l, r)))
+    {
+        let group = match lanes.get(&leader) {
+            None => group,
+            Some(l) => match l.send(group) {
+                Ok(()) => continue,
+                Err(mpsc::error::SendError(group)) => group,
+            },
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A fresh channel with its receiver in hand cannot refuse.
+        let _ = tx.send(group);
+        lanes.insert(leader, tx);
+        tokio::spawn(lane(inner.clone(), leader, rx));
     }
 }
 
-async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
+/// One broker's lane: queues each produce request on the broker's connection in dispatch order (so the
+/// batches of a partition reach the broker in sequence order), and waits for the answers concurrently.
+/// Unbounded, yet bounded in practice: every queued group holds batches counted in flight, at most
+/// `max_in_flight_per_partition` per partition.
+async fn lane(inner: Arc<Inner>, leader: u32, mut groups: mpsc::UnboundedReceiver<Vec<InFlight>>) {
     let timeout = inner.cluster.request_timeout();
+    while let Some(group) = groups.recv().await {
+        let req = produce_request(&inner, &group, timeout);
+        let sent = async {
+            let conn = inner.cluster.connection(leader).await?;
+            let pending = conn.send(&req, timeout).await;
+            Ok::<_, ClientError>((conn, pending))
+        }
+        .await;
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let result = match sent {
+                Err(e) => Err(e),
+                Ok((conn, pending)) => {
+                    let answer = match pending {
+                        Ok(pending) => pending.await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(ClientError::Timeout { .. }) = answer {
+                        // A broker that stopped answering: open a fresh connection next time.
+                        inner
+                            .cluster
+                            .drop_connection(&conn.addr().to_string())
+                            .await;
+                    }
+                    answer
+                }
+            };
+            settle(&inner, leader, group, result).await;
+        });
+    }
+}
+
+fn produce_request(inner: &Inner, group: &[InFlight], timeout: Duration) -> Request {
     let mut topics: Vec<ProduceTopicData> = Vec::new();
-    for b in &group {
+    for b in group {
         let data = ProducePartitionData {
             partition: b.partition,
             batch: b.batch.bytes.clone(),
@@ -832,26 +958,15 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
             }),
         }
     }
-    let req = Request::Produce(ProduceRequest {
+    Request::Produce(ProduceRequest {
         acks: inner.config.acks.wire(),
         timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
         topics,
-    });
-    let result = async {
-        let conn = inner.cluster.connection(leader).await?;
-        match conn.request(&req, timeout).await {
-            Err(e @ ClientError::Timeout { .. }) => {
-                // A broker that stopped answering: open a fresh connection next time.
-                inner
-                    .cluster
-                    .drop_connection(&conn.addr().to_string())
-                    .await;
-                Err(e)
-            }
-            other => other,
-        }
-    }
-    .await;
+    })
+}
+
+/// Completes (or re-queues) the batches of one produce request from its answer.
+async fn settle(inner: &Inner, leader: u32, group: Vec<InFlight>, result: Result<Response>) {
     let mut refresh = false;
     // (batch, result, whether a NOT_LEADER named another leader, now noted in the metadata cache)
     let mut outcomes: Vec<(InFlight, Result<u64>, bool)> = Vec::with_capacity(group.len());
@@ -909,7 +1024,7 @@ async fn send_to(inner: Arc<Inner>, leader: u32, group: Vec<InFlight>) {
         let _ = inner.cluster.refresh_metadata().await;
     }
     for (b, r, hinted) in outcomes {
-        finish(&inner, b, r, hinted);
+        finish(inner, b, r, hinted);
     }
 }
 
@@ -932,7 +1047,12 @@ fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>, hinted: bool) {
         .get_mut(&b.topic)
         .and_then(|t| t.partitions.get_mut(b.partition as usize));
     if let Some(q) = q {
-        q.in_flight = false;
+        q.in_flight = q.in_flight.saturating_sub(1);
+        if r.is_err() {
+            q.draining = true;
+            // A batch given up: its sequence stays unwritten, so the next ones need a new epoch.
+            q.new_epoch |= !retry && inner.producer_id().is_some();
+        }
         if retry {
             let immediate = hinted && !b.batch.hint_followed;
             b.batch.hint_followed = immediate;
@@ -946,7 +1066,13 @@ fn finish(inner: &Inner, mut b: InFlight, r: Result<u64>, hinted: bool) {
                     backoff_ms = backoff.as_millis() as u64, error = %e, "batch failed; retrying");
             }
             b.batch.not_before = Some(Instant::now() + backoff);
-            q.ready.push_front(b.batch);
+            // Back in its place: before every later batch of the partition, behind earlier retried ones.
+            let at = q
+                .ready
+                .iter()
+                .position(|x| x.ordinal > b.batch.ordinal)
+                .unwrap_or(q.ready.len());
+            q.ready.insert(at, b.batch);
             drop(st);
             inner.wake.notify_one();
             return;
@@ -1067,6 +1193,7 @@ mod tests {
         let cfg = ProducerConfig {
             linger: Duration::from_secs(3600),
             batch_size_bytes: 1000,
+            max_in_flight_per_partition: 1,
             ..Default::default()
         };
         let (mut fb, p) = setup(&[("t", 1)], cfg).await;
@@ -1082,8 +1209,8 @@ mod tests {
         }
         let mut next = HashMap::new();
         let mut counts = vec![];
-        // Full batches go out at once, one at a time (one in flight per partition), each closed only when the
-        // next record would not have fitted.
+        // Full batches go out at once, one at a time (one in flight per partition here), each closed only
+        // when the next record would not have fitted.
         loop {
             let inc =
                 match tokio::time::timeout(Duration::from_millis(300), fb.requests.recv()).await {
@@ -1126,6 +1253,168 @@ mod tests {
             .map(|r| r.unwrap().offset)
             .collect();
         assert_eq!(offs, (0..20).collect::<Vec<_>>());
+    }
+
+    /// (epoch, base sequence, record count) of the one batch a produce request carries.
+    fn numbering(inc: &testing::Incoming) -> (i16, i32, u32) {
+        let bs = batches(&inc.request);
+        assert_eq!(bs.len(), 1, "one partition per request here");
+        let h = validate(&bs[0].1).unwrap();
+        (h.producer_epoch, h.base_sequence, h.record_count)
+    }
+
+    async fn nothing_sent_within(fb: &mut FakeBroker, ms: u64, why: &str) {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(ms), fb.requests.recv())
+                .await
+                .is_err(),
+            "{why}"
+        );
+    }
+
+    /// 9 batches of 2 records on partition 0 (the last one sent by a flush).
+    async fn nine_full_batches(p: &Producer) -> Vec<DeliveryFuture> {
+        let value = [7u8; 300];
+        let mut futs = vec![];
+        for _ in 0..18 {
+            futs.push(
+                p.enqueue(ProducerRecord::new("t", &value).partition(0))
+                    .await
+                    .unwrap(),
+            );
+        }
+        flush_in_background(p);
+        futs
+    }
+
+    fn pipelined(max: usize) -> ProducerConfig {
+        ProducerConfig {
+            linger: Duration::from_secs(3600),
+            batch_size_bytes: 800,
+            max_in_flight_per_partition: max,
+            retry_backoff: Duration::from_millis(5),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_of_a_partition_are_pipelined_up_to_the_limit() {
+        let (mut fb, p) = setup(&[("t", 1)], pipelined(3)).await;
+        let futs = nine_full_batches(&p).await;
+        let mut next = HashMap::new();
+        let mut window = VecDeque::new();
+        for _ in 0..3 {
+            window.push_back(next_req(&mut fb).await);
+        }
+        nothing_sent_within(&mut fb, 100, "a fourth batch went out with three in flight").await;
+        let mut seqs = vec![];
+        while let Some(inc) = window.pop_front() {
+            let (epoch, seq, n) = numbering(&inc);
+            assert_eq!((epoch, n), (0, 2));
+            seqs.push(seq);
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, &mut next))
+                .unwrap();
+            // Each answer frees one slot of the window.
+            if seqs.len() < 7 {
+                window.push_back(next_req(&mut fb).await);
+            }
+        }
+        assert_eq!(seqs, (0..9).map(|i| i * 2).collect::<Vec<_>>());
+        for (i, f) in futs.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap().offset, i as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_goes_out_again_before_the_ones_behind_it() {
+        let (mut fb, p) = setup(&[("t", 1)], pipelined(3)).await;
+        let futs = nine_full_batches(&p).await;
+        let mut next = HashMap::new();
+        let first: Vec<_> = [
+            next_req(&mut fb).await,
+            next_req(&mut fb).await,
+            next_req(&mut fb).await,
+        ]
+        .into();
+        let mut it = first.into_iter();
+        let a = it.next().unwrap();
+        assert_eq!(numbering(&a).1, 0);
+        a.reply
+            .send(answer(&a.request, ErrorCode::NotEnoughReplicas, &mut next))
+            .unwrap();
+        // The partition drains: nothing new while two batches are still in flight.
+        nothing_sent_within(&mut fb, 100, "a batch went out while draining").await;
+        for inc in it {
+            inc.reply
+                .send(answer(
+                    &inc.request,
+                    ErrorCode::OutOfOrderSequence,
+                    &mut next,
+                ))
+                .unwrap();
+        }
+        // Then the three go out again in their order, and the rest follow.
+        let mut seqs = vec![];
+        let mut window = VecDeque::new();
+        for _ in 0..3 {
+            window.push_back(next_req(&mut fb).await);
+        }
+        while let Some(inc) = window.pop_front() {
+            seqs.push(numbering(&inc).1);
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, &mut next))
+                .unwrap();
+            if seqs.len() < 7 {
+                window.push_back(next_req(&mut fb).await);
+            }
+        }
+        assert_eq!(seqs, (0..9).map(|i| i * 2).collect::<Vec<_>>());
+        for (i, f) in futs.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap().offset, i as u64, "record {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_given_up_starts_a_new_epoch_for_the_rest() {
+        let (mut fb, p) = setup(&[("t", 1)], pipelined(2)).await;
+        let futs = nine_full_batches(&p).await;
+        let mut next = HashMap::new();
+        let a = next_req(&mut fb).await;
+        let b = next_req(&mut fb).await;
+        assert_eq!((numbering(&a).1, numbering(&b).1), (0, 2));
+        // Not retriable: the first batch fails for good, the second was refused as out of order.
+        a.reply
+            .send(answer(&a.request, ErrorCode::CorruptMessage, &mut next))
+            .unwrap();
+        b.reply
+            .send(answer(&b.request, ErrorCode::OutOfOrderSequence, &mut next))
+            .unwrap();
+        let mut numbers = vec![];
+        let mut window = VecDeque::new();
+        for _ in 0..2 {
+            window.push_back(next_req(&mut fb).await);
+        }
+        while let Some(inc) = window.pop_front() {
+            let (epoch, seq, _) = numbering(&inc);
+            numbers.push((epoch, seq));
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, &mut next))
+                .unwrap();
+            if numbers.len() < 7 {
+                window.push_back(next_req(&mut fb).await);
+            }
+        }
+        // The eight batches left start over at sequence 0 in epoch 1.
+        assert_eq!(numbers, (0..8).map(|i| (1, i * 2)).collect::<Vec<_>>());
+        let mut futs = futs.into_iter();
+        for _ in 0..2 {
+            let e = futs.next().unwrap().await.unwrap_err();
+            assert_eq!(e.code(), Some(ErrorCode::CorruptMessage));
+        }
+        for (i, f) in futs.enumerate() {
+            assert_eq!(f.await.unwrap().offset, i as u64);
+        }
     }
 
     #[tokio::test]

@@ -350,6 +350,27 @@ pub fn records(batch: &Bytes) -> Result<Vec<Record>, BatchError> {
     Ok(out)
 }
 
+/// A copy of a finished batch numbered anew for an idempotent producer (`producer_id`, `producer_epoch`,
+/// `base_sequence`), its CRC recomputed. Used only when a producer starts a new epoch and re-sends the
+/// batches it still holds; `None` if `batch` is shorter than a header.
+pub fn restamp(
+    batch: &[u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Option<Bytes> {
+    if batch.len() < BATCH_HEADER_LEN {
+        return None;
+    }
+    let mut b = BytesMut::from(batch);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Some(b.freeze())
+}
+
 /// Builds one batch in place: records are appended straight into the final buffer, no per-record allocation.
 pub struct RecordBatchBuilder {
     buf: BytesMut,
@@ -522,6 +543,23 @@ mod tests {
     use proptest::prelude::*;
 
     type Rec = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
+    #[test]
+    fn a_restamped_batch_is_valid_and_carries_the_new_numbers() {
+        let mut b = RecordBatchBuilder::new(256).idempotent(7, 0, 40);
+        b.push(1, Some(b"k"), b"v1", &[]);
+        b.push(2, None, b"v2", &[]);
+        let first = b.finish();
+        let again = restamp(&first, 7, 1, 0).expect("a whole batch");
+        let h = validate(&again).expect("valid after restamp");
+        assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (7, 1, 0)
+        );
+        assert_eq!(h.record_count, 2);
+        assert_eq!(&again[BATCH_HEADER_LEN..], &first[BATCH_HEADER_LEN..]);
+        assert!(restamp(&first[..BATCH_HEADER_LEN - 1], 7, 1, 0).is_none());
+    }
 
     fn build(recs: &[Rec]) -> Bytes {
         let mut b = RecordBatchBuilder::new(256);

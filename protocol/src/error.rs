@@ -115,6 +115,7 @@ impl ErrorCode {
                 | NotCoordinator
                 | RebalanceInProgress
                 | NotController
+                | OutOfOrderSequence
         )
     }
 

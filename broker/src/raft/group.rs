@@ -190,6 +190,10 @@ impl std::fmt::Debug for RaftGroup {
     }
 }
 
+/// The commit of a proposed batch: its base offset, or why it was not (or may not have been) written.
+pub type Committed =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, GroupError>> + Send + 'static>>;
+
 fn fatal_to_error<E: std::fmt::Display>(log: &PartitionLog, e: E) -> GroupError {
     match log.stopped() {
         Some(why) => GroupError::Storage(why),
@@ -338,8 +342,8 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// Proposes one batch. With `wait_commit` it resolves once committed and applied, with the batch's base
-    /// offset; otherwise once handed to Raft, with `None`.
+    /// Writes one batch: `wait_commit` resolves once it is committed and applied (its base offset),
+    /// otherwise once it is handed to Raft (`None`).
     pub async fn write(
         &self,
         payload: bytes::Bytes,
@@ -347,6 +351,37 @@ impl RaftGroup {
         max_timestamp: i64,
         wait_commit: bool,
     ) -> Result<Option<u64>, GroupError> {
+        if !wait_commit {
+            let batch = RecordBatch {
+                payload,
+                record_count,
+                max_timestamp,
+                base_offset: 0,
+            };
+            if !self.is_leader() {
+                return Err(GroupError::NotLeader {
+                    leader: self.leader(),
+                });
+            }
+            self.raft
+                .client_write_ff(batch, None)
+                .await
+                .map_err(|e| fatal_to_error(&self.shared.log, e))?;
+            return Ok(None);
+        }
+        let committed = self.propose(payload, record_count, max_timestamp).await?;
+        committed.await.map(Some)
+    }
+
+    /// Hands one batch to Raft and returns the future of its commit (its base offset). Batches proposed by
+    /// calls that return one after another enter the log in that order (openraft's API queue is FIFO);
+    /// that is what lets an idempotent producer keep several batches of a partition in flight.
+    pub async fn propose(
+        &self,
+        payload: bytes::Bytes,
+        record_count: u32,
+        max_timestamp: i64,
+    ) -> Result<Committed, GroupError> {
         let batch = RecordBatch {
             payload,
             record_count,
@@ -358,32 +393,30 @@ impl RaftGroup {
                 leader: self.leader(),
             });
         }
-        if !wait_commit {
-            self.raft
-                .client_write_ff(batch, None)
-                .await
-                .map_err(|e| fatal_to_error(&self.shared.log, e))?;
-            return Ok(None);
-        }
-        match self.raft.client_write(batch).await {
-            Ok(r) => Ok(Some(r.data.base_offset)),
-            // openraft refuses with ForwardToLeader only before the entry enters the log: not written.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(GroupError::NotLeader {
+        let (responder, rx) = openraft::raft::responder::ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(batch, Some(responder))
+            .await
+            .map_err(|e| fatal_to_error(&self.shared.log, e))?;
+        let log = self.shared.log.clone();
+        Ok(Box::pin(async move {
+            match rx.await {
+                Ok(Ok(r)) => Ok(r.data.base_offset),
+                // openraft refuses with ForwardToLeader only before the entry enters the log: not written.
+                Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(GroupError::NotLeader {
                     leader: f.leader_id,
-                })
-            }
-            // The entry was in this replica's log but was superseded (truncated or purged under a
-            // snapshot): another leader may have committed it, so the outcome is unknown.
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(GroupError::Timeout(format!(
+                }),
+                // The entry was in this replica's log but was superseded (truncated or purged under a
+                // snapshot): another leader may have committed it, so the outcome is unknown.
+                Ok(Err(ClientWriteError::LogEntryDiscarded(f))) => Err(GroupError::Timeout(format!(
                     "leadership moved (to {:?}) while the batch was being replicated; it may still be committed",
                     f.leader_id
-                )))
+                ))),
+                Ok(Err(e)) => Err(GroupError::Unsupported(e.to_string())),
+                // The group stopped before answering.
+                Err(_) => Err(fatal_to_error(&log, "shut down before answering")),
             }
-            Err(RaftError::APIError(e)) => Err(GroupError::Unsupported(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(fatal_to_error(&self.shared.log, e)),
-        }
+        }))
     }
 
     /// The high watermark (first offset not yet committed) and its change notifications.

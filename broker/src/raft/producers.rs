@@ -10,8 +10,11 @@
 //! - At most [`PRODUCERS_MAX`] producers per partition; beyond that the one that wrote least recently is
 //!   forgotten (its next batch is then accepted as new: a retry that old is not deduplicated).
 //! - A sequence at or below a producer's last one is a duplicate: answered with the original offset if the
-//!   batch is among the kept ones, refused with DUPLICATE_SEQUENCE otherwise. Gaps are accepted (a batch
-//!   that failed for good leaves one); ordering is the client's one-batch-in-flight rule.
+//!   batch is among the kept ones, refused with DUPLICATE_SEQUENCE otherwise.
+//! - Sequences of one producer epoch are contiguous: a batch that does not start right after the last one
+//!   is OUT_OF_ORDER (retriable: an earlier batch is still on its way, or failed and will be re-sent
+//!   first). A producer that gave up on a batch starts a new epoch (any sequence is accepted then), so
+//!   no gap is ever written. An unknown producer (new, or forgotten) may start anywhere.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -40,6 +43,8 @@ pub enum SequenceCheck {
     DuplicateUnknown,
     /// An older epoch of this producer id.
     Fenced,
+    /// Past the next expected sequence: an earlier batch has not been written.
+    OutOfOrder { expected: i32 },
 }
 
 /// The idempotence state of one partition.
@@ -98,6 +103,9 @@ impl ProducerTable {
         }
         match s.batches.back() {
             Some(&(_, last, _)) if first_seq <= last => SequenceCheck::DuplicateUnknown,
+            Some(&(_, last, _)) if first_seq != last.wrapping_add(1) => SequenceCheck::OutOfOrder {
+                expected: last.wrapping_add(1),
+            },
             _ => SequenceCheck::Append,
         }
     }
@@ -131,9 +139,25 @@ mod tests {
             SequenceCheck::Duplicate { base_offset: 100 }
         );
         assert_eq!(t.check(7, 0, 3, 2), SequenceCheck::DuplicateUnknown);
-        // Gaps are accepted; other producers are independent.
-        assert_eq!(t.check(7, 0, 40, 1), SequenceCheck::Append);
+        // Other producers are independent; an unknown one may start anywhere.
         assert_eq!(t.check(8, 0, 0, 10), SequenceCheck::Append);
+        assert_eq!(t.check(9, 0, 40, 1), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn a_gap_is_out_of_order_until_a_new_epoch() {
+        let mut t = ProducerTable::default();
+        t.record(7, 0, 0, 10, 100);
+        assert_eq!(t.check(7, 0, 10, 1), SequenceCheck::Append);
+        assert_eq!(
+            t.check(7, 0, 11, 1),
+            SequenceCheck::OutOfOrder { expected: 10 }
+        );
+        // A producer that gave up on a batch restarts its sequence in a new epoch.
+        assert_eq!(t.check(7, 1, 0, 1), SequenceCheck::Append);
+        t.record(7, 1, 0, 1, 110);
+        assert_eq!(t.check(7, 0, 10, 1), SequenceCheck::Fenced);
+        assert_eq!(t.check(7, 1, 1, 3), SequenceCheck::Append);
     }
 
     #[test]

@@ -20,10 +20,10 @@ use futures::{FutureExt, StreamExt};
 use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_request, encode_response};
 use runnel_protocol::wire::DecodeError;
-use runnel_protocol::{ApiKey, ErrorCode, ErrorResponse};
+use runnel_protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +76,8 @@ pub(crate) async fn serve(
     let stop = broker.kill.child_token();
     let writer = tokio::spawn(write_loop(wr, rx, stop.clone()));
     let mut frames = FramedRead::new(rd, frame_codec());
+    // Signalled when the last produce request read from this connection has submitted its batches.
+    let mut produce_turn: Option<oneshot::Receiver<()>> = None;
     loop {
         let slot = tokio::select! {
             s = slots.clone().acquire_owned() => match s {
@@ -98,7 +100,7 @@ pub(crate) async fn serve(
                 break;
             }
             Some(Ok(frame)) => {
-                if !dispatch(frame.freeze(), slot, &tx, &broker, peer) {
+                if !dispatch(frame.freeze(), slot, &tx, &broker, peer, &mut produce_turn) {
                     stop.cancel();
                     break;
                 }
@@ -136,6 +138,7 @@ fn dispatch(
     tx: &mpsc::Sender<Outgoing>,
     broker: &Arc<Broker>,
     peer: SocketAddr,
+    produce_turn: &mut Option<oneshot::Receiver<()>>,
 ) -> bool {
     let started = Instant::now();
     let slot = Slot {
@@ -197,9 +200,27 @@ fn dispatch(
     let tx = tx.clone();
     let b = broker.clone();
     let cid = header.correlation_id;
+    let label = api_label(Some(req.api_key()));
+    // Produce requests of one connection submit their batches in arrival order (see handlers::produce).
+    let handler = match req {
+        Request::Produce(r) => {
+            let (submitted, next) = oneshot::channel();
+            let after = produce_turn.replace(next);
+            let b = b.clone();
+            async move {
+                handlers::produce::handle_in_turn(&b, r, after, Some(submitted))
+                    .await
+                    .map(Response::Produce)
+            }
+            .boxed()
+        }
+        req => {
+            let b = b.clone();
+            async move { handlers::handle(&b, req).await }.boxed()
+        }
+    };
     broker.requests.spawn(async move {
-        let label = api_label(Some(req.api_key()));
-        let result = std::panic::AssertUnwindSafe(handlers::handle(&b, req))
+        let result = std::panic::AssertUnwindSafe(handler)
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {

@@ -9,7 +9,9 @@ use super::output::Out;
 use super::{CliError, CliResult};
 use crate::bench::{self, BenchConfig, BenchMode, IN_FLIGHT_DEFAULT};
 use crate::cluster::ClientConfig;
-use crate::producer::{Acks, BATCH_SIZE_BYTES_DEFAULT, LINGER_MS_DEFAULT};
+use crate::producer::{
+    Acks, BATCH_SIZE_BYTES_DEFAULT, LINGER_MS_DEFAULT, MAX_IN_FLIGHT_PER_PARTITION_DEFAULT,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
@@ -54,6 +56,9 @@ pub struct BenchArgs {
     /// Unacknowledged records per producer (1 = no pipelining).
     #[arg(long, default_value_t = IN_FLIGHT_DEFAULT)]
     pub in_flight: usize,
+    /// Batches of one partition in flight per producer (1 = one request at a time per partition).
+    #[arg(long, default_value_t = MAX_IN_FLIGHT_PER_PARTITION_DEFAULT)]
+    pub batches_in_flight: usize,
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -84,6 +89,7 @@ pub async fn run(brokers: &str, out: Out, cmd: BenchCmd) -> CliResult {
         linger: Duration::from_millis(a.linger_ms),
         rate: a.rate,
         in_flight: a.in_flight,
+        batches_in_flight: a.batches_in_flight,
         progress: !a.quiet,
     };
     let s = bench::run(ClientConfig::new(brokers)?, cfg).await?;

@@ -178,6 +178,18 @@ struct InFlightBatch {
     outcome: tokio::sync::watch::Receiver<Option<Result<u64, PartitionError>>>,
 }
 
+/// The outcome of an in-flight idempotent batch, once its task records it.
+async fn outcome_of(
+    mut rx: tokio::sync::watch::Receiver<Option<Result<u64, PartitionError>>>,
+) -> Result<u64, PartitionError> {
+    let r = rx
+        .wait_for(|o| o.is_some())
+        .await
+        .map_err(|_| PartitionError::Timeout)?
+        .clone();
+    r.unwrap_or(Err(PartitionError::Timeout))
+}
+
 /// An append handed to Raft: resolves when it is acknowledged per its `acks`.
 pub type PendingAppend = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<AppendOutcome, PartitionError>> + Send + 'static>,
@@ -394,16 +406,9 @@ impl Partition {
             }
             if epoch == f.epoch {
                 if let Some(b) = f.batches.iter().find(|b| b.first_seq == seq) {
-                    let mut rx = b.outcome.clone();
+                    let rx = b.outcome.clone();
                     drop(in_flight);
-                    return Ok(Box::pin(async move {
-                        let r = rx
-                            .wait_for(|o| o.is_some())
-                            .await
-                            .map_err(|_| PartitionError::Timeout)?
-                            .clone();
-                        r.unwrap_or(Err(PartitionError::Timeout))
-                    }));
+                    return Ok(Box::pin(outcome_of(rx)));
                 }
                 if !f.batches.is_empty() {
                     let expected = f.next_seq;
@@ -476,13 +481,15 @@ impl Partition {
         entry.next_seq = last_seq.wrapping_add(1);
         entry.batches.push_back(InFlightBatch {
             first_seq: seq,
-            outcome: rx,
+            outcome: rx.clone(),
         });
         drop(in_flight);
+        // The outcome is recorded and the batch unregistered by a task of its own, so a request that
+        // stops waiting (its deadline passed) never leaves a registration that retries would wait on.
         let registry = self.in_flight.clone();
-        Ok(Box::pin(async move {
+        tokio::spawn(async move {
             let r = committed.await.map_err(PartitionError::from);
-            tx.send_replace(Some(r.clone()));
+            tx.send_replace(Some(r));
             let mut in_flight = registry.lock().await;
             if let Some(f) = in_flight.get_mut(&pid).filter(|f| f.epoch == epoch) {
                 f.batches.retain(|b| b.first_seq != seq);
@@ -490,8 +497,8 @@ impl Partition {
                     in_flight.remove(&pid);
                 }
             }
-            r
-        }))
+        });
+        Ok(Box::pin(outcome_of(rx)))
     }
 
     /// First offset NOT yet committed.
@@ -749,7 +756,9 @@ mod tests {
             let (b, h) = numbered(2, 0, i * 2);
             pending.push(p.submit(b, &h, ACKS_ALL).await.unwrap());
         }
-        // A retry of one still in flight is not written again; a batch past the last one is refused.
+        // A retry of one still in flight is not written again, even when the first request stopped waiting;
+        // a batch past the last one is refused.
+        drop(pending.remove(2));
         let (b, h) = numbered(2, 0, 4);
         pending.push(p.submit(b, &h, ACKS_ALL).await.unwrap());
         let (b, h) = numbered(1, 0, 12);
@@ -762,7 +771,7 @@ mod tests {
         for f in pending {
             offsets.push(f.await.unwrap().base_offset);
         }
-        assert_eq!(offsets, vec![0, 2, 4, 6, 8, 4]);
+        assert_eq!(offsets, vec![0, 2, 6, 8, 4]);
         assert_eq!(p.high_watermark(), 10);
         // Committed now: a retry is answered from the producer table, the next batch is accepted, a gap
         // is still refused, and only a new epoch may restart the sequence.

@@ -11,7 +11,10 @@
 # median ("failed" when every run of a row failed).
 # Time: about 3 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10). To stay well under it on a loaded
 # machine, the RF=3 throughput rows send fewer records than the RF=1 rows (200,000 x 1 KiB; 500,000 x 100 B)
-# and each fixed-rate run reports both its p99 and p999 (one 10 s run, not two). Usage: scripts/bench.sh [RUNS]
+# and each fixed-rate run reports both its p99 and p999 (one 10 s run, not two). The fixed-rate and e2e rows
+# run with --linger-ms 0: the producer keeps 5 batches per partition in flight, so records that arrive while
+# those are out batch up by themselves, and no timer (tokio's are 1 ms grained) delays a lone record; one
+# RF=3 row repeats the fixed rate with --linger-ms 1 for comparison. Usage: scripts/bench.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -91,8 +94,8 @@ run large produce --topic b-large --records 300000 --batch-size-bytes 1048576
 run default produce --topic b-default --records 300000
 run consume consume --topic b-large --records 300000
 run small produce --topic b-small --record-size 100 --records 1000000 --batch-size-bytes 1048576
-run fixed produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 1
-run e2e e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 1
+run fixed produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 0
+run e2e e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 0
 run one produce --topic b-one --records 3000 --in-flight 1 --linger-ms 0
 run multi produce --topic b-multi --partitions 6 --producers 4 --records 300000
 P_LARGE=$(med large mb_per_s); P_DEFAULT=$(med default mb_per_s); CONSUME=$(med consume mb_per_s)
@@ -103,7 +106,7 @@ kill -9 "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || tru
 echo "starting a 3-broker loopback cluster..." >&2
 cluster_start "$BIN" "$WORK/cluster" 3
 BROKERS=$CLUSTER_BROKERS
-for t in "r3-default 1" "r3-small 1" "r3-fixed 1" "r3-e2e 1" "r3-one 1" "r3-multi 6"; do
+for t in "r3-default 1" "r3-small 1" "r3-fixed 1" "r3-fixed-l1 1" "r3-e2e 1" "r3-one 1" "r3-multi 6"; do
   read -r name parts <<<"$t"
   "$BIN/runnel" --brokers "$BROKERS" topic create "$name" --partitions "$parts" --replication-factor 3 >/dev/null
 done
@@ -115,13 +118,15 @@ RF3="--replication-factor 3"
 {
   run r3-default produce --topic r3-default $RF3 --records 200000
   run r3-small produce --topic r3-small $RF3 --record-size 100 --records 500000 --batch-size-bytes 1048576
-  run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 1
-  run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 1
+  run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 0
+  run r3-fixed-l1 produce --topic r3-fixed-l1 $RF3 --rate 10000 --duration-s 10 --linger-ms 1
+  run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 0
   run r3-one produce --topic r3-one $RF3 --records 3000 --in-flight 1 --linger-ms 0
   run r3-multi produce --topic r3-multi $RF3 --partitions 6 --producers 4 --records 200000
 }
 R3_DEFAULT=$(med r3-default mb_per_s); R3_SMALL=$(med r3-small records_per_s)
 R3_FIXED_P99=$(med r3-fixed p99_ms); R3_FIXED_P999=$(med r3-fixed p999_ms); R3_E2E_P99=$(med r3-e2e p99_ms)
+R3_FIXED_L1_P99=$(med r3-fixed-l1 p99_ms); R3_FIXED_L1_P999=$(med r3-fixed-l1 p999_ms)
 R3_ONE_P50=$(med r3-one p50_ms); R3_MULTI=$(med r3-multi mb_per_s)
 cluster_stop
 
@@ -143,6 +148,7 @@ RF=1 rows: one broker. RF=3 rows: 3 brokers on loopback on the same machine (and
 | RF=1, 6 partitions, 4 producers | ${MULTI} MB/s | — | — | $(ratio "$MULTI" "$P_DEFAULT") × 1 producer |
 | RF=3, 1 producer, default 256 KiB batches | ${R3_DEFAULT} MB/s | ≥ 150 MB/s | $(met ge "$R3_DEFAULT" 150) | $(ratio "$R3_DEFAULT" "$P_DEFAULT") × RF=1 |
 | RF=3, fixed 10,000 records/s | p99 ${R3_FIXED_P99} ms, p999 ${R3_FIXED_P999} ms | p99 ≤ 5 ms, p999 ≤ 20 ms | $(met le "$R3_FIXED_P99" 5 le "$R3_FIXED_P999" 20) | — |
+| RF=3, fixed 10,000 records/s, linger 1 ms | p99 ${R3_FIXED_L1_P99} ms, p999 ${R3_FIXED_L1_P999} ms | — (row above) | — | — |
 | RF=3, e2e at 10,000 records/s | p99 ${R3_E2E_P99} ms | ≤ 10 ms | $(met le "$R3_E2E_P99" 10) | — |
 | RF=3, one record in flight | p50 ${R3_ONE_P50} ms | ≤ 0.5 ms | $(met le "$R3_ONE_P50" 0.5) | — |
 | RF=3, 100 B records | $(fmt "$R3_SMALL") records/s | ≥ 1,000,000 records/s | $(met ge "$R3_SMALL" 1000000) | $(ratio "$R3_SMALL" "$SMALL") × RF=1 |

@@ -5,7 +5,8 @@
 #   produce (default): topic p-rf3 (1 partition, RF=3) under
 #       runnel bench produce --topic p-rf3 --records RECORDS --acks all --record-size 1024 --replication-factor 3
 #       perf attaches WARMUP_S after the bench starts; the bench is stopped once perf is done.
-#       ROLE=follower profiles a follower instead of the leader.
+#       ROLE=follower profiles a follower instead of the leader; RECORD_SIZE and BATCH_SIZE_BYTES change the
+#       records (default 1024 B) and batches (default 256 KiB).
 #   idle: topic p-idle with 1000 partitions, RF=3, nothing produced; perf records the broker with node id 1.
 # Bounded: perf runs PERF_S seconds, the bench at most BENCH_TIMEOUT_S; brokers and data are removed on exit.
 # Output (perf.data, report, grouped summary) goes to OUT (default target/profile-MODE). Needs root or
@@ -53,7 +54,8 @@ if [ "$MODE" = produce ]; then
   # ROLE=follower profiles the next node instead (a replica of the single partition: all 3 nodes are).
   if [ "${ROLE:-leader}" = follower ]; then NODE=$((NODE % 3 + 1)); fi
   timeout "$BENCH_TIMEOUT_S" "$BIN/runnel" --brokers "$CLUSTER_BROKERS" bench produce --topic "$TOPIC" \
-    --records "$RECORDS" --acks all --record-size 1024 --replication-factor 3 --output json \
+    --records "$RECORDS" --acks all --record-size "${RECORD_SIZE:-1024}" --replication-factor 3 --output json \
+    --batch-size-bytes "${BATCH_SIZE_BYTES:-262144}" \
     > "$OUT/bench.json" 2> "$OUT/bench-progress.log" &
   BENCH_PID=$!
   sleep "$WARMUP_S"

@@ -248,6 +248,13 @@ impl Cluster {
     }
 
     /// The cached metadata snapshot.
+    /// Counts metadata refreshes: equal values mean no refresh in between (a cache keyed on it is current).
+    pub fn metadata_generation(&self) -> u64 {
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub fn metadata(&self) -> Arc<Metadata> {
         self.inner
             .metadata

@@ -383,6 +383,8 @@ struct TopicState {
     partitions: Vec<PartitionQueue>,
     /// The partition keyless records stick to while its open batch has room.
     sticky: Option<u32>,
+    /// (metadata generation, partition count) as last read from the cluster metadata.
+    known: Option<(u64, u32)>,
 }
 
 #[derive(Default)]
@@ -508,8 +510,18 @@ impl Producer {
                 .get_or_try_init(|| init_producer_id(&inner.cluster, &inner.config))
                 .await?;
         }
-        let topic = inner.cluster.topic(rec.topic).await?;
-        let mut partitions = topic.partitions.len() as u32;
+        // The partition count, from this producer's cache while the cluster metadata has not been refreshed
+        // since (a lookup in the shared metadata per record costs more than the rest of `enqueue`).
+        let generation = inner.cluster.metadata_generation();
+        let cached = lock(&inner.state)
+            .topics
+            .get(rec.topic)
+            .and_then(|t| t.known.filter(|(g, _)| *g == generation))
+            .map(|(_, n)| n);
+        let mut partitions = match cached {
+            Some(n) => n,
+            None => inner.cluster.topic(rec.topic).await?.partitions.len() as u32,
+        };
         if let Some(p) = rec.partition {
             if p >= partitions {
                 // The topic may have grown since the cache was filled.
@@ -555,9 +567,11 @@ impl Producer {
                     name,
                     partitions: Vec::new(),
                     sticky: None,
+                    known: None,
                 })
             }
         };
+        ts.known = Some((generation, partitions));
         if ts.partitions.len() < partitions as usize {
             ts.partitions
                 .resize_with(partitions as usize, PartitionQueue::default);

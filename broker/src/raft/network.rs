@@ -45,7 +45,7 @@ use runnel_protocol::frame::{decode_response, encode_request, response_correlati
 use runnel_protocol::limits::FRAME_SIZE_MAX;
 use runnel_protocol::messages::raft_rpc::{
     RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_PRE_VOTE, RAFT_RPC_SNAPSHOT,
-    RAFT_RPC_TRANSFER_LEADER, RAFT_RPC_VOTE,
+    RAFT_RPC_STREAM_APPEND, RAFT_RPC_TRANSFER_LEADER, RAFT_RPC_VOTE,
 };
 use runnel_protocol::{ApiKey, ErrorCode, Request, Response};
 use serde::de::DeserializeOwned;
@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
@@ -76,6 +76,8 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest an AppendEntries carrying entries may take (heartbeats keep openraft's short TTL).
 pub const APPEND_WITH_ENTRIES_TTL: Duration = Duration::from_secs(10);
+/// Most AppendEntries of one replication stream in flight to one follower.
+pub const APPEND_PIPELINE_MAX: usize = 8;
 /// Most entries (record batches of up to `BATCH_SIZE_BYTES_MAX` each) in one AppendEntries, so that the
 /// request always fits in one frame.
 pub const ENTRIES_PER_APPEND_MAX: u64 =
@@ -193,6 +195,16 @@ impl std::fmt::Display for CallError {
 }
 
 type Pending = HashMap<u32, oneshot::Sender<Result<RaftRpcResponse, CallError>>>;
+
+/// The sending side of a group's follower append lane.
+type AppendLane = mpsc::UnboundedSender<(
+    AppendEntriesRequest<PartitionRaft>,
+    oneshot::Sender<RaftRpcResponse>,
+)>;
+
+/// The response to a RaftRpc already written to the peer (see [`PeerClient::send`]).
+pub type PendingCall =
+    std::pin::Pin<Box<dyn Future<Output = Result<RaftRpcResponse, CallError>> + Send + 'static>>;
 
 /// State shared by a connection's writer side (the callers) and its reader task.
 struct ConnShared {
@@ -394,8 +406,15 @@ impl PeerClient {
         req: RaftRpcRequest,
         ttl: Duration,
     ) -> Result<RaftRpcResponse, CallError> {
+        self.send(req, ttl).await?.await
+    }
+
+    /// The first half of [`PeerClient::call`]: writes the request and returns the future of its response
+    /// (bounded by the same `ttl`, counted from now). Requests sent by calls that return one after another
+    /// are written to the connection in that order.
+    pub async fn send(&self, req: RaftRpcRequest, ttl: Duration) -> Result<PendingCall, CallError> {
         let deadline = Instant::now() + ttl;
-        let _slot = tokio::time::timeout_at(deadline, self.inflight.clone().acquire_owned())
+        let slot = tokio::time::timeout_at(deadline, self.inflight.clone().acquire_owned())
             .await
             .map_err(|_| CallError::Timeout)?
             .map_err(|_| CallError::Unreachable("peer client closed".into()))?;
@@ -434,17 +453,18 @@ impl PeerClient {
                 }
             }
         };
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(CallError::Unreachable(format!(
-                "node {} ({}): connection lost",
-                self.target, self.addr
-            ))),
-            Err(_) => {
-                shared.take(cid);
-                Err(CallError::Timeout)
+        let lost = format!("node {} ({}): connection lost", self.target, self.addr);
+        Ok(Box::pin(async move {
+            let _slot = slot;
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(CallError::Unreachable(lost)),
+                Err(_) => {
+                    shared.take(cid);
+                    Err(CallError::Timeout)
+                }
             }
-        }
+        }))
     }
 
     /// Whether a connection is up right now (tests and diagnostics).
@@ -459,6 +479,10 @@ pub struct RaftNet {
     book: HashMap<u64, String>,
     peers: Mutex<HashMap<u64, Arc<PeerClient>>>,
     groups: RwLock<HashMap<String, GroupRaft>>,
+    /// Per local group, the follower-side lane of pipelined AppendEntries ([`append_lane`]).
+    lanes: Mutex<HashMap<String, AppendLane>>,
+    /// Most AppendEntries any lane has held handed to Raft and not yet answered (> 1: pipelining works).
+    lane_depth_max: Arc<std::sync::atomic::AtomicUsize>,
     /// Timing of every replicated group on this broker.
     timing: super::GroupConfig,
 }
@@ -519,6 +543,8 @@ impl RaftNet {
             book: book.into_iter().filter(|(n, _)| *n != node_id).collect(),
             peers: Mutex::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
+            lane_depth_max: Arc::default(),
             timing,
         })
     }
@@ -569,6 +595,11 @@ impl RaftNet {
         if let Ok(mut g) = self.groups.write() {
             g.remove(group);
         }
+        // Its lane ends once the requests already queued are answered.
+        self.lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group);
     }
 
     /// Names of the local groups (tests and diagnostics).
@@ -605,6 +636,7 @@ impl RaftNet {
                 },
                 Err(e) => e,
             },
+            RAFT_RPC_STREAM_APPEND => self.submit_stream_append(req).await,
             RAFT_RPC_VOTE => match self.open::<VoteRequest<PartitionRaft>>(&req) {
                 Ok(rpc) => match raft.vote(rpc).await {
                     Ok(r) => ok_response(&r),
@@ -648,6 +680,69 @@ impl RaftNet {
         }
     }
 
+    /// Hands one AppendEntries of a pipelined replication stream to its group's append lane, at once (the
+    /// caller calls this in the order the requests arrived, so they reach Raft in that order), and returns
+    /// the future of its answer: a `StreamAppendResult`, or an error response if the lane ended first (the
+    /// leader then restarts its stream).
+    pub fn submit_stream_append(
+        &self,
+        req: RaftRpcRequest,
+    ) -> impl Future<Output = RaftRpcResponse> + Send + 'static {
+        let submitted = self.submit_to_lane(&req);
+        async move {
+            match submitted {
+                Err(r) => r,
+                Ok(reply) => reply.await.unwrap_or_else(|_| {
+                    error_response(
+                        ErrorCode::BrokerShuttingDown,
+                        "the append stream ended before this request was answered".into(),
+                    )
+                }),
+            }
+        }
+    }
+
+    fn submit_to_lane(
+        &self,
+        req: &RaftRpcRequest,
+    ) -> Result<oneshot::Receiver<RaftRpcResponse>, RaftRpcResponse> {
+        let raft = self
+            .groups
+            .read()
+            .ok()
+            .and_then(|g| g.get(&req.group).cloned())
+            .ok_or_else(|| {
+                error_response(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!(
+                        "node {} does not host raft group {:?}",
+                        self.node_id, req.group
+                    ),
+                )
+            })?;
+        let rpc = self.open::<AppendEntriesRequest<PartitionRaft>>(req)?;
+        let (reply, answer) = oneshot::channel();
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut item = (rpc, reply);
+        if let Some(lane) = lanes.get(&req.group) {
+            match lane.send(item) {
+                Ok(()) => return Ok(answer),
+                Err(mpsc::error::SendError(back)) => item = back,
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A fresh channel with its receiver in hand cannot refuse.
+        let _ = tx.send(item);
+        lanes.insert(req.group.clone(), tx);
+        tokio::spawn(append_lane(raft, rx, self.lane_depth_max.clone()));
+        Ok(answer)
+    }
+
+    /// The most pipelined AppendEntries one of this broker's groups has had in Raft's hands at once.
+    pub fn append_lane_depth_max(&self) -> usize {
+        self.lane_depth_max.load(Ordering::Relaxed)
+    }
+
     /// Decodes an envelope and checks it is addressed to this node.
     fn open<T: DeserializeOwned>(&self, req: &RaftRpcRequest) -> Result<T, RaftRpcResponse> {
         let env: Envelope<T> = decode(&req.payload).map_err(|e| {
@@ -666,6 +761,55 @@ impl RaftNet {
             ));
         }
         Ok(env.body)
+    }
+}
+
+/// One group's follower side of pipelined replication: feeds the AppendEntries it is given, in order, to
+/// `Raft::stream_append` (which hands each to the core without waiting for the previous one's flush) and
+/// answers them in order. Ends at the first error (a conflict, a higher vote: the leader's stream ends
+/// there too) or when the group stops; requests queued behind are then answered with an error.
+async fn append_lane(
+    raft: GroupRaft,
+    mut requests: mpsc::UnboundedReceiver<(
+        AppendEntriesRequest<PartitionRaft>,
+        oneshot::Sender<RaftRpcResponse>,
+    )>,
+    depth_max: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (to_raft, from_lane) = mpsc::unbounded_channel();
+    let input = futures::stream::unfold(from_lane, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    });
+    let mut answers = std::pin::pin!(raft.stream_append(Box::pin(input)));
+    let mut waiting: std::collections::VecDeque<oneshot::Sender<RaftRpcResponse>> =
+        std::collections::VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            answer = answers.next(), if !waiting.is_empty() => {
+                let Some(reply) = waiting.pop_front() else { break };
+                let (response, go_on) = match answer {
+                    Some(Ok(r)) => (ok_response(&r), r.is_ok()),
+                    Some(Err(fatal)) => (fatal_response(fatal), false),
+                    None => (
+                        error_response(ErrorCode::BrokerShuttingDown, "the append stream ended".into()),
+                        false,
+                    ),
+                };
+                let _ = reply.send(response);
+                if !go_on {
+                    break;
+                }
+            }
+            next = requests.recv() => {
+                let Some((rpc, reply)) = next else { break };
+                if to_raft.send(rpc).is_err() {
+                    break;
+                }
+                waiting.push_back(reply);
+                depth_max.fetch_max(waiting.len(), Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -763,8 +907,197 @@ impl GroupClient {
     }
 }
 
+/// A pipelined AppendEntries on its way: its answer, the last log id it carries and its TTL.
+struct InFlightAppend {
+    answer: PendingCall,
+    last: Option<openraft::alias::LogIdOf<PartitionRaft>>,
+    ttl: Duration,
+}
+
+/// State of one pipelined replication stream to one follower.
+struct AppendStream<S> {
+    client: GroupClient,
+    input: S,
+    input_done: bool,
+    in_flight: std::collections::VecDeque<InFlightAppend>,
+    ended: bool,
+}
+
+type StreamItem =
+    Result<openraft::raft::StreamAppendResult<PartitionRaft>, RPCError<PartitionRaft>>;
+
+impl<S> AppendStream<S>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<PartitionRaft>> + Unpin,
+{
+    /// Writes one request to the follower (in call order) and queues its answer.
+    async fn send(&mut self, rpc: AppendEntriesRequest<PartitionRaft>) -> Result<(), StreamItem> {
+        let ttl = append_ttl(&rpc, self.client.net.timing().heartbeat_interval_ms);
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let err = |e: CallError, c: &GroupClient| {
+            Err(to_rpc_error(
+                e,
+                RPCTypes::AppendEntries,
+                c.net.node_id,
+                c.target,
+                ttl,
+            ))
+        };
+        let payload = match encode(&Envelope {
+            target: self.client.target,
+            body: rpc,
+        }) {
+            Ok(p) => p,
+            Err(e) => return Err(err(CallError::Network(e), &self.client)),
+        };
+        let peer = match self.client.net.peer(self.client.target) {
+            Ok(p) => p,
+            Err(e) => return Err(err(e, &self.client)),
+        };
+        let req = RaftRpcRequest {
+            group: self.client.group.to_string(),
+            kind: RAFT_RPC_STREAM_APPEND,
+            payload,
+        };
+        match peer.send(req, ttl).await {
+            Ok(answer) => {
+                self.in_flight
+                    .push_back(InFlightAppend { answer, last, ttl });
+                Ok(())
+            }
+            Err(e) => Err(err(e, &self.client)),
+        }
+    }
+
+    /// The next answer, in request order, keeping up to [`APPEND_PIPELINE_MAX`] requests in flight.
+    async fn next_answer(&mut self) -> Option<StreamItem> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            if self.in_flight.is_empty() {
+                if self.input_done {
+                    return None;
+                }
+                match self.input.next().await {
+                    None => return None,
+                    Some(rpc) => {
+                        if let Err(e) = self.send(rpc).await {
+                            self.ended = true;
+                            return Some(e);
+                        }
+                        continue;
+                    }
+                }
+            }
+            let more = !self.input_done && self.in_flight.len() < APPEND_PIPELINE_MAX;
+            let head = self.in_flight.front_mut()?;
+            let answer = if more {
+                tokio::select! {
+                    biased;
+                    a = &mut head.answer => a,
+                    next = self.input.next() => {
+                        match next {
+                            None => self.input_done = true,
+                            Some(rpc) => {
+                                if let Err(e) = self.send(rpc).await {
+                                    self.ended = true;
+                                    return Some(e);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                (&mut head.answer).await
+            };
+            let head = self.in_flight.pop_front()?;
+            let item = self.answer_item(answer, &head);
+            // Past an error, a conflict or a partial append, later answers mean nothing: openraft restarts
+            // the stream from what the follower reported.
+            let go_on = matches!(&item, Ok(Ok(m)) if *m == head.last);
+            if !go_on {
+                self.ended = true;
+            }
+            return Some(item);
+        }
+    }
+
+    fn answer_item(
+        &self,
+        answer: Result<RaftRpcResponse, CallError>,
+        head: &InFlightAppend,
+    ) -> StreamItem {
+        let c = &self.client;
+        let err = |e| {
+            to_rpc_error(
+                e,
+                RPCTypes::AppendEntries,
+                c.net.node_id,
+                c.target,
+                head.ttl,
+            )
+        };
+        let resp = answer.map_err(err)?;
+        if resp.error_code != 0 {
+            return Err(err(CallError::Unreachable(format!(
+                "node {}: {}: {}",
+                c.target,
+                ErrorCode::from_u16(resp.error_code).name(),
+                resp.error_message.unwrap_or_default()
+            ))));
+        }
+        decode(&resp.payload).map_err(|e| err(CallError::Network(e)))
+    }
+}
+
+/// openraft's TTL for an AppendEntries is the heartbeat interval: right for heartbeats, far too short for
+/// a payload of several batches (encode, send, fsync on the follower).
+fn append_ttl(rpc: &AppendEntriesRequest<PartitionRaft>, heartbeat_ms: u64) -> Duration {
+    let ttl = Duration::from_millis(heartbeat_ms);
+    if rpc.entries.is_empty() {
+        ttl
+    } else {
+        ttl.max(APPEND_WITH_ENTRIES_TTL)
+    }
+}
+
 impl RaftNetworkV2<PartitionRaft> for GroupClient {
     type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+    /// Pipelined replication: up to [`APPEND_PIPELINE_MAX`] AppendEntries in flight to the follower, written
+    /// in order on the shared peer connection; the follower hands them to Raft in arrival order
+    /// ([`RaftNet::submit_stream_append`]); answers are yielded in request order.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> openraft::base::BoxFuture<
+        's,
+        Result<openraft::base::BoxStream<'s, StreamItem>, RPCError<PartitionRaft>>,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<PartitionRaft>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let state = AppendStream {
+            client: self.clone(),
+            input,
+            input_done: false,
+            in_flight: std::collections::VecDeque::new(),
+            ended: false,
+        };
+        Box::pin(async move {
+            let answers = futures::stream::unfold(state, |mut st| async move {
+                st.next_answer().await.map(|item| (item, st))
+            });
+            let answers: openraft::base::BoxStream<'s, StreamItem> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
 
     async fn append_entries(
         &mut self,

@@ -12,7 +12,7 @@ use runnel_protocol::batch::{validate, RecordBatchBuilder, RecordBatchHeader};
 use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_request, encode_response};
 use runnel_protocol::messages::produce::ACKS_ALL;
-use runnel_protocol::messages::raft_rpc::{RaftRpcRequest, RAFT_RPC_VOTE};
+use runnel_protocol::messages::raft_rpc::{RaftRpcRequest, RAFT_RPC_STREAM_APPEND, RAFT_RPC_VOTE};
 use runnel_protocol::{ErrorCode, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -66,8 +66,17 @@ async fn serve_rpc(
                 let Ok((h, Ok(Request::RaftRpc(req)))) = decode_request(f.freeze()) else {
                     break;
                 };
-                let net = net.clone();
                 let tx = tx.clone();
+                // As the broker does: pipelined appends reach their lane in arrival order.
+                if req.kind == RAFT_RPC_STREAM_APPEND {
+                    let answer = net.submit_stream_append(req);
+                    tokio::spawn(async move {
+                        let resp = Response::RaftRpc(answer.await);
+                        let _ = tx.send(encode_response(h.correlation_id, Ok(&resp))).await;
+                    });
+                    continue;
+                }
+                let net = net.clone();
                 tokio::spawn(async move {
                     let resp = Response::RaftRpc(net.handle(req).await);
                     let _ = tx.send(encode_response(h.correlation_id, Ok(&resp))).await;
@@ -287,6 +296,52 @@ fn assert_has(p: &Partition, acked: &[(u64, Bytes)]) {
             .unwrap_or_else(|| panic!("offset {off} missing"));
         assert_eq!(&found[8..], &b[8..], "batch at {off} differs");
     }
+}
+
+/// Many batches handed to the leader at once (as a pipelining producer does): followers receive several
+/// AppendEntries before answering the first (their append lanes hold more than one), and every replica
+/// ends with the same log, in proposal order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_are_pipelined_to_followers_and_replicas_agree() {
+    const N: usize = 400;
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    let li = agreed_leader(&nodes, None).await;
+    let leader = nodes[li].partition.clone().unwrap();
+    let mut pending = Vec::with_capacity(N);
+    let mut sent = Vec::with_capacity(N);
+    for i in 0..N {
+        let (b, h) = padded_batch(i, 4096);
+        pending.push(leader.submit(b.clone(), &h, ACKS_ALL).await.unwrap());
+        sent.push(b);
+    }
+    let mut acked = Vec::with_capacity(N);
+    for (f, b) in pending.into_iter().zip(sent) {
+        acked.push((f.await.unwrap().base_offset, b));
+    }
+    // Proposal order is offset order.
+    assert!(acked.windows(2).all(|w| w[0].0 < w[1].0));
+    let end = leader.high_watermark();
+    for n in &nodes {
+        let p = n.partition.as_ref().unwrap();
+        eventually("every replica reaches the high watermark", || {
+            p.high_watermark() == end
+        })
+        .await;
+        assert_has(p, &acked);
+    }
+    let depth = nodes
+        .iter()
+        .filter(|n| n.id != nodes[li].id)
+        .map(|n| n.net.append_lane_depth_max())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        depth > 1,
+        "no follower ever had two appends of the stream in hand (max {depth})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_request, encode_response};
+use runnel_protocol::messages::raft_rpc::RAFT_RPC_STREAM_APPEND;
 use runnel_protocol::wire::DecodeError;
 use runnel_protocol::{ApiKey, ErrorCode, ErrorResponse, Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -201,7 +202,8 @@ fn dispatch(
     let b = broker.clone();
     let cid = header.correlation_id;
     let label = api_label(Some(req.api_key()));
-    // Produce requests of one connection submit their batches in arrival order (see handlers::produce).
+    // Produce requests of one connection submit their batches in arrival order (see handlers::produce), and
+    // so do pipelined AppendEntries.
     let handler = match req {
         Request::Produce(r) => {
             let (submitted, next) = oneshot::channel();
@@ -213,6 +215,11 @@ fn dispatch(
                     .map(Response::Produce)
             }
             .boxed()
+        }
+        // Pipelined AppendEntries reach their group's append lane in arrival order (see raft::network).
+        Request::RaftRpc(r) if r.kind == RAFT_RPC_STREAM_APPEND => {
+            let answer = b.raft.submit_stream_append(r);
+            async move { Ok(Response::RaftRpc(answer.await)) }.boxed()
         }
         req => {
             let b = b.clone();

@@ -25,6 +25,9 @@ pub const RAFT_RPC_PRE_VOTE: u8 = 3;
 /// `kind` of a leadership transfer: the leader tells the voters whom it hands over to, and the named one
 /// campaigns at once (without it the others would wait out the old leader's lease: ~2 s).
 pub const RAFT_RPC_TRANSFER_LEADER: u8 = 4;
+/// `kind` of an AppendEntries of a pipelined replication stream: the receiver hands the requests of one
+/// connection and group to Raft in arrival order and answers each with a `StreamAppendResult`.
+pub const RAFT_RPC_STREAM_APPEND: u8 = 5;
 /// `kind` of a metadata change forwarded to the controller: `payload` is the record batch to append to the
 /// metadata log; the response payload is its base offset (u64 big-endian).
 pub const RAFT_RPC_METADATA_PROPOSE: u8 = 10;

@@ -63,7 +63,9 @@ cp Dockerfile "$CONTEXT/Dockerfile"
 
 old_id=$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 echo "docker-build: docker build -t $IMAGE"
-docker build --pull=false -t "$IMAGE" "$CONTEXT"
+# --no-cache: the image is two COPYs (nothing to save), and a stale cached COPY layer once gave a binary
+# that would not exec ("permission denied") although the context held the right one.
+docker build --pull=false --no-cache -t "$IMAGE" "$CONTEXT"
 new_id=$(docker image inspect --format '{{.Id}}' "$IMAGE")
 
 if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then

@@ -76,6 +76,8 @@ pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const SNAPSHOT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest an AppendEntries carrying entries may take (heartbeats keep openraft's short TTL).
 pub const APPEND_WITH_ENTRIES_TTL: Duration = Duration::from_secs(10);
+/// How a broker answers a RaftRpc kind it does not know (older brokers say the same).
+const UNKNOWN_KIND: &str = "unknown raft rpc kind";
 /// Most AppendEntries of one replication stream in flight to one follower.
 pub const APPEND_PIPELINE_MAX: usize = 8;
 /// Most entries (record batches of up to `BATCH_SIZE_BYTES_MAX` each) in one AppendEntries, so that the
@@ -253,6 +255,9 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     inflight: Arc<Semaphore>,
+    /// The peer answered a pipelined AppendEntries with "unknown kind" (an older broker, mid rolling
+    /// upgrade): replicate to it one request at a time until the connection is replaced.
+    no_stream_append: AtomicBool,
     next_cid: AtomicU32,
     conn: tokio::sync::Mutex<ConnState>,
 }
@@ -341,6 +346,7 @@ impl PeerClient {
             target,
             addr,
             inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
+            no_stream_append: AtomicBool::new(false),
             next_cid: AtomicU32::new(1),
             conn: tokio::sync::Mutex::new(ConnState::Down {
                 retry_at: Instant::now(),
@@ -397,6 +403,8 @@ impl PeerClient {
         });
         let reader = tokio::spawn(read_loop(rd, shared.clone()));
         *st = ConnState::Up(Conn { wr, shared, reader });
+        // A new connection may reach an upgraded broker.
+        self.no_stream_append.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -673,10 +681,7 @@ impl RaftNet {
                 }
                 Err(e) => e,
             },
-            k => error_response(
-                ErrorCode::InvalidRequest,
-                format!("unknown raft rpc kind {k}"),
-            ),
+            k => error_response(ErrorCode::InvalidRequest, format!("{UNKNOWN_KIND} {k}")),
         }
     }
 
@@ -1040,6 +1045,16 @@ where
             )
         };
         let resp = answer.map_err(err)?;
+        if resp.error_code == ErrorCode::InvalidRequest.as_u16()
+            && resp
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(UNKNOWN_KIND))
+        {
+            if let Ok(peer) = c.net.peer(c.target) {
+                peer.no_stream_append.store(true, Ordering::Relaxed);
+            }
+        }
         if resp.error_code != 0 {
             return Err(err(CallError::Unreachable(format!(
                 "node {}: {}: {}",
@@ -1072,7 +1087,7 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> openraft::base::BoxFuture<
         's,
         Result<openraft::base::BoxStream<'s, StreamItem>, RPCError<PartitionRaft>>,
@@ -1083,6 +1098,13 @@ impl RaftNetworkV2<PartitionRaft> for GroupClient {
             + Unpin
             + 'static,
     {
+        let sequential = self
+            .net
+            .peer(self.target)
+            .is_ok_and(|p| p.no_stream_append.load(Ordering::Relaxed));
+        if sequential {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
         let state = AppendStream {
             client: self.clone(),
             input,

@@ -2,7 +2,7 @@
 //! [`RaftNet`] behind a minimal RaftRpc listener), plus the peer connection's limits and error mapping.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,9 @@ use runnel_protocol::batch::{validate, RecordBatchBuilder, RecordBatchHeader};
 use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_request, encode_response};
 use runnel_protocol::messages::produce::ACKS_ALL;
-use runnel_protocol::messages::raft_rpc::{RaftRpcRequest, RAFT_RPC_STREAM_APPEND, RAFT_RPC_VOTE};
+use runnel_protocol::messages::raft_rpc::{
+    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_STREAM_APPEND, RAFT_RPC_VOTE,
+};
 use runnel_protocol::{ErrorCode, Request, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -33,6 +35,7 @@ async fn serve_rpc(
     net: Arc<RaftNet>,
     stop: CancellationToken,
     accepted: Arc<AtomicUsize>,
+    legacy: Arc<AtomicBool>,
 ) {
     let conns = tokio_util::task::TaskTracker::new();
     loop {
@@ -43,6 +46,7 @@ async fn serve_rpc(
         accepted.fetch_add(1, Ordering::SeqCst);
         let net = net.clone();
         let stop = stop.clone();
+        let legacy = legacy.clone();
         conns.spawn(async move {
             let _ = stream.set_nodelay(true);
             let (rd, mut wr) = stream.into_split();
@@ -67,6 +71,16 @@ async fn serve_rpc(
                     break;
                 };
                 let tx = tx.clone();
+                // A broker of before pipelined replication does not know the kind.
+                if req.kind == RAFT_RPC_STREAM_APPEND && legacy.load(Ordering::SeqCst) {
+                    let resp = Response::RaftRpc(RaftRpcResponse {
+                        error_code: ErrorCode::InvalidRequest.as_u16(),
+                        error_message: Some(format!("unknown raft rpc kind {}", req.kind)),
+                        payload: Bytes::new(),
+                    });
+                    let _ = tx.send(encode_response(h.correlation_id, Ok(&resp))).await;
+                    continue;
+                }
                 // As the broker does: pipelined appends reach their lane in arrival order.
                 if req.kind == RAFT_RPC_STREAM_APPEND {
                     let answer = net.submit_stream_append(req);
@@ -96,6 +110,8 @@ struct Node {
     stop: CancellationToken,
     /// Connections this node's listener accepted.
     accepted: Arc<AtomicUsize>,
+    /// Answer pipelined appends like a broker that predates them ("unknown raft rpc kind").
+    legacy: Arc<AtomicBool>,
     dir: tempfile::TempDir,
     partition: Option<Arc<Partition>>,
 }
@@ -125,9 +141,17 @@ async fn cluster(n: u32) -> Vec<Node> {
         let net = RaftNet::new(u64::from(id), book.clone());
         let stop = CancellationToken::new();
         let accepted = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(serve_rpc(l, net.clone(), stop.clone(), accepted.clone()));
+        let legacy = Arc::new(AtomicBool::new(false));
+        tokio::spawn(serve_rpc(
+            l,
+            net.clone(),
+            stop.clone(),
+            accepted.clone(),
+            legacy.clone(),
+        ));
         nodes.push(Node {
             id,
+            legacy,
             book: book.clone(),
             net,
             stop,
@@ -183,6 +207,7 @@ async fn restart(node: &mut Node, voters: &[u32]) {
         node.net.clone(),
         node.stop.clone(),
         node.accepted.clone(),
+        node.legacy.clone(),
     ));
     open_replica(node, voters).await;
 }
@@ -342,6 +367,31 @@ async fn appends_are_pipelined_to_followers_and_replicas_agree() {
         depth > 1,
         "no follower ever had two appends of the stream in hand (max {depth})"
     );
+}
+
+/// Mid rolling upgrade: followers that do not know pipelined appends still get every entry (the leader
+/// falls back to one AppendEntries at a time towards them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_without_pipelined_appends_still_replicate() {
+    let mut nodes = cluster(3).await;
+    for n in &nodes {
+        n.legacy.store(true, Ordering::SeqCst);
+    }
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    let li = agreed_leader(&nodes, None).await;
+    let acked = produce(nodes[li].partition.as_ref().unwrap(), 0..30).await;
+    let end = nodes[li].partition.as_ref().unwrap().high_watermark();
+    for n in &nodes {
+        let p = n.partition.as_ref().unwrap();
+        eventually("every replica reaches the high watermark", || {
+            p.high_watermark() == end
+        })
+        .await;
+        assert_has(p, &acked);
+        assert_eq!(n.net.append_lane_depth_max(), 0, "no lane was used");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -796,6 +796,15 @@ fn collect(inner: &Inner, now: Instant) -> (Vec<InFlight>, Option<Instant>) {
     let mut earliest = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
     for ts in st.topics.values_mut() {
         for (p, q) in ts.partitions.iter_mut().enumerate() {
+            // A lingered batch is sealed even when it cannot be sent yet (window full, draining), so the
+            // sticky partitioner moves on instead of piling every keyless record onto a stuck partition.
+            if let Some(o) = &q.open {
+                if hurry || o.created + linger <= now {
+                    close_open(q, producer_id);
+                } else {
+                    earliest(o.created + linger);
+                }
+            }
             if q.draining {
                 if q.in_flight > 0 {
                     continue;
@@ -1429,6 +1438,41 @@ mod tests {
         for (i, f) in futs.enumerate() {
             assert_eq!(f.await.unwrap().offset, i as u64);
         }
+    }
+
+    #[tokio::test]
+    async fn keyless_records_move_on_from_a_partition_whose_window_is_full() {
+        let cfg = ProducerConfig {
+            linger: Duration::from_millis(5),
+            max_in_flight_per_partition: 1,
+            ..Default::default()
+        };
+        let (mut fb, p) = setup(&[("t", 2)], cfg).await;
+        let mut futs = vec![p.enqueue(ProducerRecord::new("t", b"a")).await.unwrap()];
+        // Its batch goes out and is never answered: that partition's window stays full.
+        let stuck = next_req(&mut fb).await;
+        let stuck_partition = batches(&stuck.request)[0].0;
+        // The other partition is answered; keyless records must keep reaching it.
+        let mut next = HashMap::new();
+        let mut answered_late = 0;
+        for i in 0..60 {
+            futs.push(p.enqueue(ProducerRecord::new("t", b"b")).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            while let Ok(inc) = fb.requests.try_recv() {
+                assert_ne!(batches(&inc.request)[0].0, stuck_partition);
+                if i >= 40 {
+                    answered_late += 1;
+                }
+                inc.reply
+                    .send(answer(&inc.request, ErrorCode::None, &mut next))
+                    .unwrap();
+            }
+        }
+        assert!(
+            answered_late > 0,
+            "keyless records piled onto the stuck partition"
+        );
+        drop((futs, stuck));
     }
 
     #[tokio::test]

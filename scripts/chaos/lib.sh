@@ -27,7 +27,8 @@
 #
 # Environment: CHAOS_PROFILE=release|debug (which target/<profile> binaries; default release), RUNNEL_BIN_DIR
 # (overrides the directory), CHAOS_QUICK=1 (the shortened schedule, set by `run-all.sh --quick`),
-# CHAOS_KEEP=1 (keep the temp dir), CHAOS_RATE (records/s per producer, default 100), CHAOS_BACKEND=loopback
+# CHAOS_KEEP=1 (keep the temp dir), CHAOS_VERIFY_ARGS (more `runnel-verify run` flags, e.g.
+# "--batches-in-flight 1"), CHAOS_RATE (records/s per producer, default 100), CHAOS_BACKEND=loopback
 # (default) | docker.
 
 set -uo pipefail
@@ -293,7 +294,7 @@ topic_create() {
 verify_start() {
   "$VERIFY" run --brokers "$BOOT" --topic "$TOPIC" --partitions "$PARTITIONS" --replication-factor "$NODES" \
     --producers "$PRODUCERS" --consumers "$CONSUMERS" --group "$GROUP" --rate "$RATE" --duration-s "$1" \
-    --history "$WORK/history.jsonl" >"$WORK/run.log" 2>&1 </dev/null &
+    --history "$WORK/history.jsonl" ${CHAOS_VERIFY_ARGS:-} >"$WORK/run.log" 2>&1 </dev/null &
   VERIFY_PID=$!
   VERIFY_END=$((SECONDS + $1))
   log "runnel-verify run for ${1}s (pid $VERIFY_PID)"

@@ -92,6 +92,9 @@ struct RunArgs {
     /// After the producers stop, consumers poll at most this long.
     #[arg(long, default_value_t = 15)]
     drain_s: u64,
+    /// Batches of one partition each producer keeps in flight (1..=5).
+    #[arg(long, default_value_t = runnel_client::producer::MAX_IN_FLIGHT_PER_PARTITION_DEFAULT)]
+    batches_in_flight: usize,
     /// Let the producer re-send a batch after an ambiguous failure (may duplicate without idempotence).
     #[arg(long)]
     retry_ambiguous: bool,
@@ -152,6 +155,7 @@ async fn run(a: RunArgs) -> u8 {
         request_timeout: Duration::from_millis(a.request_timeout_ms),
         drain: Duration::from_secs(a.drain_s),
         retry_ambiguous: a.retry_ambiguous,
+        batches_in_flight: a.batches_in_flight,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("runnel-verify: {e}");

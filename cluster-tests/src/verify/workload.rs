@@ -81,6 +81,8 @@ pub struct RunConfig {
     /// Let the producer re-send batches after ambiguous failures (duplicates possible without an
     /// idempotent producer).
     pub retry_ambiguous: bool,
+    /// The producers' `max_in_flight_per_partition`.
+    pub batches_in_flight: usize,
 }
 
 impl RunConfig {
@@ -266,6 +268,7 @@ async fn producer(
         ProducerConfig {
             acks: Acks::All,
             retry_ambiguous: cfg.retry_ambiguous,
+            max_in_flight_per_partition: cfg.batches_in_flight,
             ..ProducerConfig::default()
         },
     )

@@ -1320,6 +1320,31 @@ mod tests {
         }
     }
 
+    /// Answers produce requests with success until `total` have arrived, `window` (those already received)
+    /// outstanding at a time as the producer sends them; returns each one's (epoch, base sequence) in
+    /// arrival order.
+    async fn answer_pipelined(
+        fb: &mut FakeBroker,
+        mut window: VecDeque<testing::Incoming>,
+        total: usize,
+        next: &mut HashMap<u32, u64>,
+    ) -> Vec<(i16, i32)> {
+        let mut seen = window.len();
+        let mut out = vec![];
+        while let Some(inc) = window.pop_front() {
+            let (epoch, seq, _) = numbering(&inc);
+            out.push((epoch, seq));
+            inc.reply
+                .send(answer(&inc.request, ErrorCode::None, next))
+                .unwrap();
+            if seen < total {
+                window.push_back(next_req(fb).await);
+                seen += 1;
+            }
+        }
+        out
+    }
+
     #[tokio::test]
     async fn batches_of_a_partition_are_pipelined_up_to_the_limit() {
         let (mut fb, p) = setup(&[("t", 1)], pipelined(3)).await;
@@ -1330,20 +1355,9 @@ mod tests {
             window.push_back(next_req(&mut fb).await);
         }
         nothing_sent_within(&mut fb, 100, "a fourth batch went out with three in flight").await;
-        let mut seqs = vec![];
-        while let Some(inc) = window.pop_front() {
-            let (epoch, seq, n) = numbering(&inc);
-            assert_eq!((epoch, n), (0, 2));
-            seqs.push(seq);
-            inc.reply
-                .send(answer(&inc.request, ErrorCode::None, &mut next))
-                .unwrap();
-            // Each answer frees one slot of the window.
-            if seqs.len() < 7 {
-                window.push_back(next_req(&mut fb).await);
-            }
-        }
-        assert_eq!(seqs, (0..9).map(|i| i * 2).collect::<Vec<_>>());
+        // Each answer frees one slot of the window.
+        let numbers = answer_pipelined(&mut fb, window, 9, &mut next).await;
+        assert_eq!(numbers, (0..9).map(|i| (0, i * 2)).collect::<Vec<_>>());
         for (i, f) in futs.into_iter().enumerate() {
             assert_eq!(f.await.unwrap().offset, i as u64);
         }
@@ -1378,21 +1392,12 @@ mod tests {
                 .unwrap();
         }
         // Then the three go out again in their order, and the rest follow.
-        let mut seqs = vec![];
         let mut window = VecDeque::new();
         for _ in 0..3 {
             window.push_back(next_req(&mut fb).await);
         }
-        while let Some(inc) = window.pop_front() {
-            seqs.push(numbering(&inc).1);
-            inc.reply
-                .send(answer(&inc.request, ErrorCode::None, &mut next))
-                .unwrap();
-            if seqs.len() < 7 {
-                window.push_back(next_req(&mut fb).await);
-            }
-        }
-        assert_eq!(seqs, (0..9).map(|i| i * 2).collect::<Vec<_>>());
+        let numbers = answer_pipelined(&mut fb, window, 9, &mut next).await;
+        assert_eq!(numbers, (0..9).map(|i| (0, i * 2)).collect::<Vec<_>>());
         for (i, f) in futs.into_iter().enumerate() {
             assert_eq!(f.await.unwrap().offset, i as u64, "record {i}");
         }
@@ -1413,21 +1418,11 @@ mod tests {
         b.reply
             .send(answer(&b.request, ErrorCode::OutOfOrderSequence, &mut next))
             .unwrap();
-        let mut numbers = vec![];
         let mut window = VecDeque::new();
         for _ in 0..2 {
             window.push_back(next_req(&mut fb).await);
         }
-        while let Some(inc) = window.pop_front() {
-            let (epoch, seq, _) = numbering(&inc);
-            numbers.push((epoch, seq));
-            inc.reply
-                .send(answer(&inc.request, ErrorCode::None, &mut next))
-                .unwrap();
-            if numbers.len() < 7 {
-                window.push_back(next_req(&mut fb).await);
-            }
-        }
+        let numbers = answer_pipelined(&mut fb, window, 8, &mut next).await;
         // The eight batches left start over at sequence 0 in epoch 1.
         assert_eq!(numbers, (0..8).map(|i| (1, i * 2)).collect::<Vec<_>>());
         let mut futs = futs.into_iter();

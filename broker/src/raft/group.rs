@@ -352,17 +352,7 @@ impl RaftGroup {
         wait_commit: bool,
     ) -> Result<Option<u64>, GroupError> {
         if !wait_commit {
-            let batch = RecordBatch {
-                payload,
-                record_count,
-                max_timestamp,
-                base_offset: 0,
-            };
-            if !self.is_leader() {
-                return Err(GroupError::NotLeader {
-                    leader: self.leader(),
-                });
-            }
+            let batch = self.leader_batch(payload, record_count, max_timestamp)?;
             self.raft
                 .client_write_ff(batch, None)
                 .await
@@ -371,6 +361,26 @@ impl RaftGroup {
         }
         let committed = self.propose(payload, record_count, max_timestamp).await?;
         committed.await.map(Some)
+    }
+
+    /// The batch to propose, if this replica leads (else NOT_LEADER with the leader it knows).
+    fn leader_batch(
+        &self,
+        payload: bytes::Bytes,
+        record_count: u32,
+        max_timestamp: i64,
+    ) -> Result<RecordBatch, GroupError> {
+        if !self.is_leader() {
+            return Err(GroupError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        Ok(RecordBatch {
+            payload,
+            record_count,
+            max_timestamp,
+            base_offset: 0,
+        })
     }
 
     /// Hands one batch to Raft and returns the future of its commit (its base offset). Batches proposed by
@@ -382,17 +392,7 @@ impl RaftGroup {
         record_count: u32,
         max_timestamp: i64,
     ) -> Result<Committed, GroupError> {
-        let batch = RecordBatch {
-            payload,
-            record_count,
-            max_timestamp,
-            base_offset: 0,
-        };
-        if !self.is_leader() {
-            return Err(GroupError::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        let batch = self.leader_batch(payload, record_count, max_timestamp)?;
         let (responder, rx) = openraft::raft::responder::ProgressResponder::complete_only();
         self.raft
             .client_write_ff(batch, Some(responder))

@@ -323,6 +323,18 @@ fn assert_has(p: &Partition, acked: &[(u64, Bytes)]) {
     }
 }
 
+/// Every replica reaches high watermark `end` and holds every acknowledged batch.
+async fn converged(nodes: &[Node], end: u64, acked: &[(u64, Bytes)]) {
+    for n in nodes {
+        let p = n.partition.as_ref().unwrap();
+        eventually("every replica reaches the high watermark", || {
+            p.high_watermark() == end
+        })
+        .await;
+        assert_has(p, acked);
+    }
+}
+
 /// Many batches handed to the leader at once (as a pipelining producer does): followers receive several
 /// AppendEntries before answering the first (their append lanes hold more than one), and every replica
 /// ends with the same log, in proposal order.
@@ -348,15 +360,7 @@ async fn appends_are_pipelined_to_followers_and_replicas_agree() {
     }
     // Proposal order is offset order.
     assert!(acked.windows(2).all(|w| w[0].0 < w[1].0));
-    let end = leader.high_watermark();
-    for n in &nodes {
-        let p = n.partition.as_ref().unwrap();
-        eventually("every replica reaches the high watermark", || {
-            p.high_watermark() == end
-        })
-        .await;
-        assert_has(p, &acked);
-    }
+    converged(&nodes, leader.high_watermark(), &acked).await;
     let depth = nodes
         .iter()
         .filter(|n| n.id != nodes[li].id)
@@ -382,14 +386,13 @@ async fn followers_without_pipelined_appends_still_replicate() {
     }
     let li = agreed_leader(&nodes, None).await;
     let acked = produce(nodes[li].partition.as_ref().unwrap(), 0..30).await;
-    let end = nodes[li].partition.as_ref().unwrap().high_watermark();
+    converged(
+        &nodes,
+        nodes[li].partition.as_ref().unwrap().high_watermark(),
+        &acked,
+    )
+    .await;
     for n in &nodes {
-        let p = n.partition.as_ref().unwrap();
-        eventually("every replica reaches the high watermark", || {
-            p.high_watermark() == end
-        })
-        .await;
-        assert_has(p, &acked);
         assert_eq!(n.net.append_lane_depth_max(), 0, "no lane was used");
     }
 }

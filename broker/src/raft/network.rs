@@ -773,6 +773,8 @@ impl RaftNet {
 /// `Raft::stream_append` (which hands each to the core without waiting for the previous one's flush) and
 /// answers them in order. Ends at the first error (a conflict, a higher vote: the leader's stream ends
 /// there too) or when the group stops; requests queued behind are then answered with an error.
+/// Its channels are unbounded but their contents are not: every request in them holds one of its
+/// connection's in-flight slots (`max_inflight_per_connection`) until answered.
 async fn append_lane(
     raft: GroupRaft,
     mut requests: mpsc::UnboundedReceiver<(

@@ -1150,6 +1150,25 @@ mod tests {
         tokio::spawn(async move { c.poll(Duration::from_secs(5)).await })
     }
 
+    /// Broker `b` gets the fetch from offset 3, answers one record there, and the poll returns it.
+    async fn serve_offset_3(
+        b: &mut FakeBroker,
+        poll: tokio::task::JoinHandle<Result<Vec<ConsumerRecord>>>,
+    ) {
+        let inc = next_req(b).await;
+        let Request::Fetch(f) = &inc.request else {
+            panic!("expected a fetch, got {:?}", inc.request)
+        };
+        assert_eq!(f.topics[0].partitions[0].fetch_offset, 3);
+        inc.reply
+            .send(fetch_answer(&inc.request, |_, o| {
+                (ErrorCode::None, vec![batch(o, &["z"])])
+            }))
+            .unwrap();
+        let recs = poll.await.unwrap().unwrap();
+        assert_eq!(recs[0].offset, 3);
+    }
+
     #[tokio::test]
     async fn fetch_follows_the_leader_after_not_leader() {
         let (meta, mut a, mut b) = testing::two_brokers("t").await;
@@ -1161,18 +1180,7 @@ mod tests {
                 (ErrorCode::NotLeader, vec![])
             }))
             .unwrap();
-        let inc = next_req(&mut b).await;
-        let Request::Fetch(f) = &inc.request else {
-            panic!()
-        };
-        assert_eq!(f.topics[0].partitions[0].fetch_offset, 3);
-        inc.reply
-            .send(fetch_answer(&inc.request, |_, o| {
-                (ErrorCode::None, vec![batch(o, &["z"])])
-            }))
-            .unwrap();
-        let recs = poll.await.unwrap().unwrap();
-        assert_eq!(recs[0].offset, 3);
+        serve_offset_3(&mut b, poll).await;
     }
 
     /// A NOT_LEADER naming the new leader sends the next fetch there, although the metadata still names
@@ -1189,14 +1197,7 @@ mod tests {
             }
         }
         inc.reply.send(resp).unwrap();
-        let inc = next_req(&mut b).await;
-        inc.reply
-            .send(fetch_answer(&inc.request, |_, o| {
-                (ErrorCode::None, vec![batch(o, &["z"])])
-            }))
-            .unwrap();
-        let recs = poll.await.unwrap().unwrap();
-        assert_eq!(recs[0].offset, 3);
+        serve_offset_3(&mut b, poll).await;
     }
 
     #[tokio::test]

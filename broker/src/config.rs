@@ -38,6 +38,11 @@ pub const DEFAULT_RAFT_HEARTBEAT_MS: u64 = 150;
 /// Bounds of `--raft-heartbeat-ms`.
 pub const RAFT_HEARTBEAT_MS_MIN: u64 = 20;
 pub const RAFT_HEARTBEAT_MS_MAX: u64 = 1_000;
+/// How long a replicated partition stays idle before its group quiesces (stops heartbeats and timers).
+pub const DEFAULT_RAFT_QUIESCE_MS: u64 = 2_000;
+/// `--raft-quiesce-ms` bounds (0 = never quiesce).
+pub const RAFT_QUIESCE_MS_MIN: u64 = 100;
+pub const RAFT_QUIESCE_MS_MAX: u64 = 3_600_000;
 pub const DEFAULT_SEGMENT_MS: u64 = 7 * 24 * 3600 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// `-1`: unlimited.
@@ -136,6 +141,12 @@ pub struct Cli {
     #[arg(long, env = "RUNNEL_RAFT_HEARTBEAT_MS", value_name = "MS")]
     pub raft_heartbeat_ms: Option<u64>,
 
+    /// A replicated partition that has taken no write for this long, with every replica caught up,
+    /// quiesces: no heartbeats, no timers, until the next write or until its leader's broker goes silent.
+    /// 0 = never (heartbeat forever). 100 to 3600000 otherwise. [default: 2000]
+    #[arg(long, env = "RUNNEL_RAFT_QUIESCE_MS", value_name = "MS")]
+    pub raft_quiesce_ms: Option<u64>,
+
     /// Time-based retention of topics without a retention.ms override, in milliseconds; -1 = unlimited.
     /// [default: 604800000 (7 days)]
     #[arg(
@@ -199,6 +210,7 @@ struct FileConfig {
     default_partitions: Option<u32>,
     segment_bytes: Option<u64>,
     raft_heartbeat_ms: Option<u64>,
+    raft_quiesce_ms: Option<u64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
 }
@@ -241,6 +253,8 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     pub segment_bytes: u64,
     pub raft_heartbeat_ms: u64,
+    /// 0: never quiesce.
+    pub raft_quiesce_ms: u64,
     /// `-1`: unlimited.
     pub retention_ms: i64,
     /// `-1`: unlimited.
@@ -262,6 +276,7 @@ impl Default for BrokerConfig {
             default_partitions: DEFAULT_PARTITIONS,
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             raft_heartbeat_ms: DEFAULT_RAFT_HEARTBEAT_MS,
+            raft_quiesce_ms: DEFAULT_RAFT_QUIESCE_MS,
             retention_ms: DEFAULT_RETENTION_MS,
             retention_bytes: DEFAULT_RETENTION_BYTES,
         }
@@ -285,6 +300,7 @@ struct PrintedConfig<'a> {
     default_partitions: u32,
     segment_bytes: u64,
     raft_heartbeat_ms: u64,
+    raft_quiesce_ms: u64,
     retention_ms: i64,
     retention_bytes: i64,
 }
@@ -405,6 +421,10 @@ impl BrokerConfig {
                 .raft_heartbeat_ms
                 .or(file.raft_heartbeat_ms)
                 .unwrap_or(d.raft_heartbeat_ms),
+            raft_quiesce_ms: cli
+                .raft_quiesce_ms
+                .or(file.raft_quiesce_ms)
+                .unwrap_or(d.raft_quiesce_ms),
             retention_ms: cli
                 .retention_ms
                 .or(file.retention_ms)
@@ -485,6 +505,17 @@ impl BrokerConfig {
                 ),
             ));
         }
+        if self.raft_quiesce_ms != 0
+            && !(RAFT_QUIESCE_MS_MIN..=RAFT_QUIESCE_MS_MAX).contains(&self.raft_quiesce_ms)
+        {
+            return Err(invalid(
+                "raft-quiesce-ms",
+                format!(
+                    "{} is neither 0 (never) nor within {RAFT_QUIESCE_MS_MIN}..={RAFT_QUIESCE_MS_MAX}",
+                    self.raft_quiesce_ms
+                ),
+            ));
+        }
         check_retention("retention-ms", self.retention_ms)?;
         check_retention("retention-bytes", self.retention_bytes)?;
         check_retention_vs_segment("retention-bytes", self.retention_bytes, self.segment_bytes)?;
@@ -514,6 +545,7 @@ impl BrokerConfig {
             default_partitions: self.default_partitions,
             segment_bytes: self.segment_bytes,
             raft_heartbeat_ms: self.raft_heartbeat_ms,
+            raft_quiesce_ms: self.raft_quiesce_ms,
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
         };

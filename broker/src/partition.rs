@@ -250,6 +250,7 @@ impl Partition {
             Some(Replication {
                 net,
                 group: id.group_name(),
+                quiesce: id.topic != crate::cluster::controller::METADATA_GROUP_TOPIC,
             })
         };
         let log = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config, ctx))

@@ -58,6 +58,8 @@ pub fn free_port() -> u16 {
 /// One broker process.
 pub struct Broker {
     pub port: u16,
+    /// The admin HTTP port (`/metrics`, `/health/*`).
+    pub admin_port: u16,
     pub data_dir: PathBuf,
     log_path: PathBuf,
     extra_args: Vec<String>,
@@ -74,6 +76,7 @@ impl Broker {
     pub fn start_on(dir: &Path, port: u16, extra_args: &[&str]) -> Broker {
         let mut b = Broker {
             port,
+            admin_port: free_port(),
             data_dir: dir.join("data"),
             log_path: dir.join("broker.log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -93,7 +96,7 @@ impl Broker {
             .arg("--listen")
             .arg(self.addr())
             .arg("--admin-listen")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.admin_port))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -107,6 +110,20 @@ impl Broker {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The value of the unlabelled Prometheus metric `name` on the broker's admin endpoint, if it answers.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     pub fn pid(&self) -> Option<u32> {

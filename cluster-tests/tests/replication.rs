@@ -1050,3 +1050,69 @@ async fn a_broker_restarted_alone_serves_the_metadata_it_had_applied() {
         t0.elapsed()
     );
 }
+
+/// Issue 4, "1,000 idle partitions stay cheap": idle partitions quiesce (no heartbeats, no timers) on
+/// every broker once their replicas are caught up; when a broker is `kill -9`'d, the partitions it led
+/// (quiet ones) elect new leaders and take writes again, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_partitions_quiesce_and_still_fail_over_when_a_broker_dies() {
+    const PARTITIONS: u32 = 12;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut c, client) = start(
+        dir.path(),
+        &rf3("qz", PARTITIONS),
+        &["--raft-quiesce-ms", "500"],
+    )
+    .await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let mut acks = Acks::default();
+    for i in 0..PARTITIONS as usize * 2 {
+        let p = (i % PARTITIONS as usize) as u32;
+        let m = producer
+            .enqueue(ProducerRecord::new("qz", value(i).as_bytes()).partition(p))
+            .await
+            .expect("enqueue")
+            .await
+            .expect("acknowledged");
+        acks.acked.insert(i, (m.partition, m.offset));
+    }
+    producer.close().await;
+    // Every broker hosts a replica of every partition: all quiet on all three.
+    let deadline = Instant::now() + START;
+    loop {
+        let quiet: Vec<Option<f64>> = c
+            .brokers
+            .iter()
+            .map(|b| b.metric("runnel_quiet_partitions"))
+            .collect();
+        if quiet.iter().all(|q| *q == Some(f64::from(PARTITIONS))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions did not quiesce: {quiet:?}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leaders: Vec<Option<u32>> = {
+        let mut v = Vec::new();
+        for p in 0..PARTITIONS {
+            v.push(leader_of(&client, "qz", p).await);
+        }
+        v
+    };
+    let victim = leaders[0].expect("qz-0 has a leader");
+    let led: Vec<u32> = (0..PARTITIONS)
+        .filter(|p| leaders[*p as usize] == Some(victim))
+        .collect();
+    c.node(victim).kill9();
+    for p in &led {
+        let down = until_writable(&client, "qz", *p, &format!("probe-{p}")).await;
+        println!("quiet qz-{p}: leader node {victim} killed; writable again after {down:?}");
+    }
+    c.node(victim).restart();
+    assert!(c.node(victim).wait_listening(START));
+    assert!(c.wait_leaders(&client, "qz", START).await);
+    verify_everywhere(&c, "qz", &acks).await;
+}

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::log_store::SegLogStore;
 use super::network::{GroupNetwork, NoNetwork, RaftNet};
+use super::quiesce::GroupQuiet;
 use super::state_machine::{HwmStateMachine, PartitionShared};
 use super::types::{PartitionRaft, RecordBatch};
 use crate::storage::PartitionLog;
@@ -171,6 +172,8 @@ pub struct RaftGroup {
     /// Multi-voter groups: a leader whose last quorum acknowledgement is older than this no longer counts
     /// as leader (see [`RaftGroup::is_leader`]). `None` for a single-member group.
     quorum_stale_after: Option<Duration>,
+    /// Set for groups that may quiesce when idle ([`super::quiesce`]).
+    quiet: Option<Arc<GroupQuiet>>,
 }
 
 /// How a multi-voter group reaches its peers: the broker's [`RaftNet`] and the group's name there
@@ -179,6 +182,9 @@ pub struct RaftGroup {
 pub struct Replication {
     pub net: Arc<RaftNet>,
     pub group: String,
+    /// Whether the group may stop ticking while idle ([`super::quiesce`]; data partitions do, the
+    /// metadata group does not).
+    pub quiesce: bool,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -273,11 +279,15 @@ impl RaftGroup {
             }
         }
         .map_err(|e| fatal_to_error(&log, e))?;
+        let mut quiet = None;
         if let Some(r) = &registered {
-            if let Err(e) = r.net.register(&r.group, raft.clone()) {
-                let _ = raft.shutdown().await;
-                let _ = log.close();
-                return Err(GroupError::Unsupported(e));
+            match r.net.register(&r.group, raft.clone(), r.quiesce) {
+                Ok(q) => quiet = q,
+                Err(e) => {
+                    let _ = raft.shutdown().await;
+                    let _ = log.close();
+                    return Err(GroupError::Unsupported(e));
+                }
             }
         }
         let leadership = spawn_leadership_watch(&raft);
@@ -289,6 +299,7 @@ impl RaftGroup {
             leadership,
             caught_up_term: std::sync::atomic::AtomicU64::new(u64::MAX),
             quorum_stale_after: (!single).then(|| cfg.quorum_stale_after()),
+            quiet,
         };
         if let Err(e) = group.start(voters, &cfg, &log).await {
             let _ = group.shutdown().await;
@@ -375,6 +386,7 @@ impl RaftGroup {
                 leader: self.leader(),
             });
         }
+        self.wake();
         Ok(RecordBatch {
             payload,
             record_count,
@@ -455,20 +467,45 @@ impl RaftGroup {
     ///
     /// The metrics guard is dropped before `as_leader` reads the metrics again: two read locks of one
     /// watch on one thread deadlock as soon as openraft queues a write between them.
+    ///
+    /// A quiet leader sends no heartbeats: its followers' consent in the last quiescence round counts
+    /// as their acknowledgement.
     pub fn is_leader(&self) -> bool {
-        let (state, quorum_acked) = {
+        let (state, term, quorum_acked) = {
             let m = self.raft.metrics();
             let m = m.borrow_watched();
-            (m.state, m.last_quorum_acked.as_ref().map(|t| t.elapsed()))
+            (
+                m.state,
+                m.current_term,
+                m.last_quorum_acked.as_ref().map(|t| t.elapsed()),
+            )
         };
         if state != openraft::ServerState::Leader || self.raft.as_leader().is_err() {
             return false;
         }
         match (self.quorum_stale_after, quorum_acked) {
-            (Some(limit), Some(since)) => since <= limit,
+            (Some(limit), Some(since)) => {
+                since <= limit
+                    || self
+                        .quiet
+                        .as_ref()
+                        .is_some_and(|q| q.confirmed_within(term, limit))
+            }
             // Single member, or a leader not acknowledged yet (just elected): nothing says it is cut off.
             _ => true,
         }
+    }
+
+    /// Ends a quiescent rest: the group ticks again (heartbeats, election timer).
+    fn wake(&self) {
+        if let Some(q) = &self.quiet {
+            q.wake();
+        }
+    }
+
+    /// Whether the group's tick is off (it is quiescent).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.as_ref().is_some_and(|q| q.is_quiet())
     }
 
     pub fn term(&self) -> u64 {
@@ -491,6 +528,7 @@ impl RaftGroup {
         {
             return Ok(());
         }
+        self.wake();
         match self
             .raft
             .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
@@ -527,6 +565,7 @@ impl RaftGroup {
 
     /// Starts an election at once (used by a partition's preferred replica so leaders spread evenly).
     pub async fn campaign(&self) -> Result<(), GroupError> {
+        self.wake();
         self.raft
             .trigger()
             .elect(false)
@@ -536,6 +575,7 @@ impl RaftGroup {
 
     /// Asks Raft to hand leadership to `to` (ignored unless this replica leads).
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), GroupError> {
+        self.wake();
         self.raft
             .trigger()
             .transfer_leader(to)
@@ -551,11 +591,17 @@ impl RaftGroup {
         let m = self.raft.metrics().borrow_watched().clone();
         let repl = m.replication.as_ref()?;
         let last = m.last_log_index.unwrap_or(0);
+        // A quiet group's followers answer quiescence pings instead of heartbeats.
+        let confirmed = self
+            .quiet
+            .as_ref()
+            .is_some_and(|q| q.confirmed_within(m.current_term, CAUGHT_UP_ACK_MAX));
         let silent = |v: &u64| {
-            m.heartbeat
-                .as_ref()
-                .and_then(|h| h.get(v).cloned().flatten())
-                .is_none_or(|t| t.elapsed() > CAUGHT_UP_ACK_MAX)
+            !confirmed
+                && m.heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(v).cloned().flatten())
+                    .is_none_or(|t| t.elapsed() > CAUGHT_UP_ACK_MAX)
         };
         let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
         Some(

@@ -44,8 +44,8 @@ use runnel_protocol::codec::frame_codec;
 use runnel_protocol::frame::{decode_response, encode_request, response_correlation_id};
 use runnel_protocol::limits::FRAME_SIZE_MAX;
 use runnel_protocol::messages::raft_rpc::{
-    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_PRE_VOTE, RAFT_RPC_SNAPSHOT,
-    RAFT_RPC_STREAM_APPEND, RAFT_RPC_TRANSFER_LEADER, RAFT_RPC_VOTE,
+    RaftRpcRequest, RaftRpcResponse, RAFT_RPC_APPEND, RAFT_RPC_PRE_VOTE, RAFT_RPC_QUIESCE,
+    RAFT_RPC_SNAPSHOT, RAFT_RPC_STREAM_APPEND, RAFT_RPC_TRANSFER_LEADER, RAFT_RPC_VOTE,
 };
 use runnel_protocol::{ApiKey, ErrorCode, Request, Response};
 use serde::de::DeserializeOwned;
@@ -57,6 +57,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use super::quiesce::GroupQuiet;
 use super::state_machine::HwmStateMachine;
 use super::types::{PartitionRaft, SnapshotMeta, Vote};
 
@@ -99,7 +100,7 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Bytes, String> {
         .map_err(|e| e.to_string())
 }
 
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     match bincode::serde::decode_from_slice::<T, _>(b, rpc_cfg()) {
         Ok((v, n)) if n == b.len() => Ok(v),
         Ok((_, n)) => Err(format!("{} trailing bytes after the payload", b.len() - n)),
@@ -481,16 +482,27 @@ impl PeerClient {
     }
 }
 
+/// A local group in the registry: its Raft handle and, for groups that may quiesce, their quiet state.
+#[derive(Clone)]
+struct Registered {
+    raft: GroupRaft,
+    quiet: Option<Arc<GroupQuiet>>,
+}
+
 /// This broker's Raft network: address book, peer connections and the local group registry.
 pub struct RaftNet {
     node_id: u64,
     book: HashMap<u64, String>,
     peers: Mutex<HashMap<u64, Arc<PeerClient>>>,
-    groups: RwLock<HashMap<String, GroupRaft>>,
+    groups: RwLock<HashMap<String, Registered>>,
+    /// Which local follower groups each leader broker's quiescence pings keep quiet.
+    follower_side: super::quiesce::FollowerSide,
     /// Per local group, the follower-side lane of pipelined AppendEntries ([`append_lane`]).
     lanes: Mutex<HashMap<String, AppendLane>>,
     /// Most AppendEntries any lane has held handed to Raft and not yet answered (> 1: pipelining works).
     lane_depth_max: Arc<std::sync::atomic::AtomicUsize>,
+    /// AppendEntries (heartbeats included) received for local groups.
+    appends_received: std::sync::atomic::AtomicU64,
     /// Timing of every replicated group on this broker.
     timing: super::GroupConfig,
 }
@@ -551,8 +563,12 @@ impl RaftNet {
             book: book.into_iter().filter(|(n, _)| *n != node_id).collect(),
             peers: Mutex::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
+            follower_side: super::quiesce::FollowerSide::new(Duration::from_millis(
+                timing.election_timeout_max_ms,
+            )),
             lanes: Mutex::new(HashMap::new()),
             lane_depth_max: Arc::default(),
+            appends_received: Default::default(),
             timing,
         })
     }
@@ -583,8 +599,13 @@ impl RaftNet {
     }
 
     /// Registers a local group for incoming RPCs; refuses a name already registered (two replicas of one
-    /// group on one node would answer for each other).
-    pub(crate) fn register(&self, group: &str, raft: GroupRaft) -> Result<(), String> {
+    /// group on one node would answer for each other). A group that may `quiesce` gets its quiet state.
+    pub(crate) fn register(
+        &self,
+        group: &str,
+        raft: GroupRaft,
+        quiesce: bool,
+    ) -> Result<Option<Arc<GroupQuiet>>, String> {
         let mut g = self
             .groups
             .write()
@@ -595,8 +616,47 @@ impl RaftNet {
                 self.node_id
             ));
         }
-        g.insert(group.to_string(), raft);
-        Ok(())
+        let quiet = quiesce.then(|| Arc::new(GroupQuiet::new(raft.clone(), self.node_id)));
+        g.insert(
+            group.to_string(),
+            Registered {
+                raft,
+                quiet: quiet.clone(),
+            },
+        );
+        Ok(quiet)
+    }
+
+    fn registered(&self, group: &str) -> Option<Registered> {
+        self.groups.read().ok().and_then(|g| g.get(group).cloned())
+    }
+
+    /// The quiet state of a local group that may quiesce.
+    pub(crate) fn quiet_group(&self, group: &str) -> Option<Arc<GroupQuiet>> {
+        self.registered(group).and_then(|r| r.quiet)
+    }
+
+    /// Every local group that may quiesce, by name.
+    pub(crate) fn quiet_groups(&self) -> Vec<(String, Arc<GroupQuiet>)> {
+        self.groups
+            .read()
+            .map(|g| {
+                g.iter()
+                    .filter_map(|(n, r)| r.quiet.clone().map(|q| (n.clone(), q)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn follower_side(&self) -> &super::quiesce::FollowerSide {
+        &self.follower_side
+    }
+
+    /// The other brokers of the address book.
+    pub fn peer_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.book.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub(crate) fn deregister(&self, group: &str) {
@@ -622,12 +682,13 @@ impl RaftNet {
     /// UNKNOWN_TOPIC_OR_PARTITION; misaddressed or undecodable → INVALID_REQUEST; stopped group →
     /// BROKER_SHUTTING_DOWN.
     pub async fn handle(&self, req: RaftRpcRequest) -> RaftRpcResponse {
-        let raft = self
-            .groups
-            .read()
-            .ok()
-            .and_then(|g| g.get(&req.group).cloned());
-        let Some(raft) = raft else {
+        if req.kind == RAFT_RPC_QUIESCE {
+            return match self.handle_quiet_ping(&req.payload) {
+                Ok(pong) => ok_response(&pong),
+                Err(e) => error_response(ErrorCode::InvalidRequest, e),
+            };
+        }
+        let Some(Registered { raft, quiet }) = self.registered(&req.group) else {
             return error_response(
                 ErrorCode::UnknownTopicOrPartition,
                 format!(
@@ -638,7 +699,7 @@ impl RaftNet {
         };
         match req.kind {
             RAFT_RPC_APPEND => match self.open::<AppendEntriesRequest<PartitionRaft>>(&req) {
-                Ok(rpc) => match raft.append_entries(rpc).await {
+                Ok(rpc) => match self.append_entries(&raft, rpc).await {
                     Ok(r) => ok_response(&r),
                     Err(e) => fatal_response(e),
                 },
@@ -660,6 +721,10 @@ impl RaftNet {
                 Err(e) => e,
             },
             RAFT_RPC_TRANSFER_LEADER => {
+                // The named replica campaigns at once; as leader it must tick (heartbeats).
+                if let Some(q) = &quiet {
+                    q.wake();
+                }
                 match self.open::<TransferLeaderRequest<PartitionRaft>>(&req) {
                     Ok(rpc) => match raft.handle_transfer_leader(rpc).await {
                         Ok(r) => ok_response(&r),
@@ -711,20 +776,16 @@ impl RaftNet {
         &self,
         req: &RaftRpcRequest,
     ) -> Result<oneshot::Receiver<RaftRpcResponse>, RaftRpcResponse> {
-        let raft = self
-            .groups
-            .read()
-            .ok()
-            .and_then(|g| g.get(&req.group).cloned())
-            .ok_or_else(|| {
-                error_response(
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!(
-                        "node {} does not host raft group {:?}",
-                        self.node_id, req.group
-                    ),
-                )
-            })?;
+        self.appends_received.fetch_add(1, Ordering::Relaxed);
+        let raft = self.registered(&req.group).map(|r| r.raft).ok_or_else(|| {
+            error_response(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "node {} does not host raft group {:?}",
+                    self.node_id, req.group
+                ),
+            )
+        })?;
         let rpc = self.open::<AppendEntriesRequest<PartitionRaft>>(req)?;
         let (reply, answer) = oneshot::channel();
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
@@ -741,6 +802,22 @@ impl RaftNet {
         lanes.insert(req.group.clone(), tx);
         tokio::spawn(append_lane(raft, rx, self.lane_depth_max.clone()));
         Ok(answer)
+    }
+
+    /// One-at-a-time AppendEntries (heartbeats of a peer without pipelined appends), counted.
+    async fn append_entries(
+        &self,
+        raft: &GroupRaft,
+        rpc: AppendEntriesRequest<PartitionRaft>,
+    ) -> Result<AppendEntriesResponse<PartitionRaft>, openraft::errors::RaftError<PartitionRaft>>
+    {
+        self.appends_received.fetch_add(1, Ordering::Relaxed);
+        raft.append_entries(rpc).await
+    }
+
+    /// AppendEntries (heartbeats included) this broker has received for its groups.
+    pub fn appends_received(&self) -> u64 {
+        self.appends_received.load(Ordering::Relaxed)
     }
 
     /// The most pipelined AppendEntries one of this broker's groups has had in Raft's hands at once.

@@ -755,3 +755,128 @@ async fn in_flight_rpcs_per_peer_are_bounded_and_time_out() {
         assert_eq!(c.await.unwrap(), Err(CallError::Timeout));
     }
 }
+
+/// Starts each node's quiescence loop (what a broker does), groups quiescing after `idle` without writes.
+fn quiesce_all(nodes: &[Node], idle: Duration) {
+    for n in nodes {
+        tokio::spawn(super::quiesce::run(n.net.clone(), idle, n.stop.clone()));
+    }
+}
+
+/// Waits until the group's replica is quiet (tick off) on every live node.
+async fn all_quiet(nodes: &[Node]) {
+    eventually("every replica quiet", || {
+        nodes
+            .iter()
+            .filter(|n| n.partition.is_some())
+            .all(|n| n.net.quiet_group_count() == 1)
+    })
+    .await;
+}
+
+/// An idle group stops heartbeating on every replica once all are caught up; its leader still counts
+/// as leader (with caught-up followers) long past the CheckQuorum limit, on its followers' consent; a
+/// write wakes it and commits, and it quiesces again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_quiesce_and_a_write_wakes_them() {
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    quiesce_all(&nodes, Duration::from_millis(300));
+    let li = agreed_leader(&nodes, None).await;
+    let mut acked = produce(nodes[li].partition.as_ref().unwrap(), 0..5).await;
+    converged(&nodes, 10, &acked).await;
+    all_quiet(&nodes).await;
+
+    // Quiet: over a window of many heartbeat intervals and longer than CheckQuorum's limit, no follower
+    // receives an AppendEntries, and the leader still leads with its followers caught up.
+    let timing = nodes[li].net.timing().clone();
+    let window = timing.quorum_stale_after() + Duration::from_millis(500);
+    let before: Vec<u64> = nodes.iter().map(|n| n.net.appends_received()).collect();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        // The window itself is what is measured: nothing may happen in it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(nodes[li].net.quiet_group_count(), 1, "the leader woke up");
+    }
+    let after: Vec<u64> = nodes.iter().map(|n| n.net.appends_received()).collect();
+    assert_eq!(
+        before, after,
+        "AppendEntries were sent to a quiet group over {window:?} ({} ms heartbeats)",
+        timing.heartbeat_interval_ms
+    );
+    let leader = nodes[li].partition.as_ref().unwrap();
+    assert!(
+        leader.is_leader(),
+        "a quiet leader stopped counting as leader"
+    );
+    assert_eq!(leader.leader(), Some(nodes[li].id));
+    let lag = leader.replica_lag().unwrap();
+    assert!(
+        lag.iter().all(|(_, l)| *l == 0),
+        "lag of a quiet group: {lag:?}"
+    );
+    for n in &nodes {
+        assert_eq!(n.partition.as_ref().unwrap().leader(), Some(nodes[li].id));
+    }
+
+    // A write wakes it: acknowledged by a quorum, committed everywhere; then it rests again.
+    acked.extend(produce(leader, 5..8).await);
+    converged(&nodes, 16, &acked).await;
+    all_quiet(&nodes).await;
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}
+
+/// A quiet group whose leader's broker dies fails over like a busy one: its followers stop hearing the
+/// leader's pings, tick again and elect; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_group_fails_over_when_its_leader_goes_silent() {
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    quiesce_all(&nodes, Duration::from_millis(300));
+    let li = agreed_leader(&nodes, None).await;
+    let old = nodes[li].id;
+    let mut acked = produce(nodes[li].partition.as_ref().unwrap(), 0..5).await;
+    converged(&nodes, 10, &acked).await;
+    all_quiet(&nodes).await;
+
+    let killed_at = Instant::now();
+    kill(&mut nodes[li]).await;
+    let ni = agreed_leader(&nodes, Some(old)).await;
+    eprintln!("quiet group failover: {:?}", killed_at.elapsed());
+    acked.extend(produce(nodes[ni].partition.as_ref().unwrap(), 5..8).await);
+    for n in nodes.iter().filter(|n| n.partition.is_some()) {
+        let p = n.partition.as_ref().unwrap();
+        eventually("survivors commit the new writes", || {
+            p.high_watermark() >= 16
+        })
+        .await;
+        assert_has(p, &acked);
+    }
+    // With one voter gone the survivors keep heartbeating (a quiet group needs every follower's consent).
+    let before = nodes
+        .iter()
+        .filter(|n| n.partition.is_some())
+        .map(|n| n.net.appends_received())
+        .sum::<u64>();
+    eventually("heartbeats between the survivors", || {
+        nodes
+            .iter()
+            .filter(|n| n.partition.is_some())
+            .map(|n| n.net.appends_received())
+            .sum::<u64>()
+            > before + 5
+    })
+    .await;
+    for n in nodes.iter().filter(|n| n.partition.is_some()) {
+        assert_eq!(n.net.quiet_group_count(), 0);
+    }
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}

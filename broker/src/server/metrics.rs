@@ -187,6 +187,8 @@ struct ScrapeFamilies {
     partitions: Gauge,
     leaderless: Gauge,
     under_replicated: Gauge,
+    quiet: Gauge,
+    appends_received: Gauge<u64, AtomicU64>,
     ready: Gauge,
 }
 
@@ -318,6 +320,8 @@ impl Metrics {
             partitions: Gauge::default(),
             leaderless: Gauge::default(),
             under_replicated: Gauge::default(),
+            quiet: Gauge::default(),
+            appends_received: Gauge::default(),
             ready: Gauge::default(),
         };
         let s = &scrape;
@@ -400,6 +404,16 @@ impl Metrics {
             "under_replicated_partitions",
             "Partitions hosted here whose in-sync replicas are fewer than their replicas",
             s.under_replicated.clone(),
+        );
+        r.register(
+            "quiet_partitions",
+            "Partition replicas hosted here whose Raft group is quiescent (idle: no heartbeats, no timers)",
+            s.quiet.clone(),
+        );
+        r.register(
+            "raft_appends_received",
+            "AppendEntries (heartbeats included) received for the Raft groups hosted here, since start",
+            s.appends_received.clone(),
         );
         r.register(
             "consumer_group_lag",
@@ -556,6 +570,7 @@ impl Metrics {
             s.partitions.set(0);
             s.leaderless.set(0);
             s.under_replicated.set(0);
+            s.quiet.set(0);
             s.group_lag_truncated.set(0);
             s.ready.set(0);
             return;
@@ -621,6 +636,9 @@ impl Metrics {
         s.partitions.set(partitions);
         s.leaderless.set(leaderless);
         s.under_replicated.set(under_replicated);
+        s.quiet
+            .set(i64::try_from(b.raft.quiet_group_count()).unwrap_or(i64::MAX));
+        s.appends_received.set(b.raft.appends_received());
         s.group_lag_truncated
             .set(i64::from(!self.refresh_group_lag(b)));
         s.ready.set(i64::from(b.readiness().is_ok()));

@@ -2,7 +2,8 @@
 //! never send it; a broker answers it only for groups it hosts.
 //!
 //! ```text
-//! request:  group string | kind u8 (0 append, 1 vote, 2 snapshot, 10 metadata propose, 11 leaders) |
+//! request:  group string | kind u8 (0 append, 1 vote, 2 snapshot, 3 pre-vote, 4 transfer leader,
+//!           5 pipelined append, 6 quiescence ping, 10 metadata propose, 11 leaders) |
 //!           payload bytes
 //! response: error_code u16 | error_message option<string> | payload bytes
 //! ```
@@ -28,6 +29,10 @@ pub const RAFT_RPC_TRANSFER_LEADER: u8 = 4;
 /// `kind` of an AppendEntries of a pipelined replication stream: the receiver hands the requests of one
 /// connection and group to Raft in arrival order and answers each with a `StreamAppendResult`.
 pub const RAFT_RPC_STREAM_APPEND: u8 = 5;
+/// `kind` of a quiescence ping (empty `group`): the sending broker lists the idle groups it leads that the
+/// receiver should stop ticking for; the answer says which it accepted. Sent once per peer per heartbeat
+/// interval, it is also what keeps the receiver's quiet followers from campaigning.
+pub const RAFT_RPC_QUIESCE: u8 = 6;
 /// `kind` of a metadata change forwarded to the controller: `payload` is the record batch to append to the
 /// metadata log; the response payload is its base offset (u64 big-endian).
 pub const RAFT_RPC_METADATA_PROPOSE: u8 = 10;

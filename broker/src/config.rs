@@ -726,6 +726,17 @@ mod tests {
             "raft-heartbeat-ms"
         );
         assert!(parse(&["--raft-heartbeat-ms", "1000"]).is_ok());
+        assert_eq!(
+            err_key(parse(&["--raft-quiesce-ms", "99"])),
+            "raft-quiesce-ms"
+        );
+        assert_eq!(
+            err_key(parse(&["--raft-quiesce-ms", "3600001"])),
+            "raft-quiesce-ms"
+        );
+        assert!(parse(&["--raft-quiesce-ms", "0"]).is_ok());
+        assert!(parse(&["--raft-quiesce-ms", "100"]).is_ok());
+        assert!(parse(&["--raft-quiesce-ms", "3600000"]).is_ok());
         assert_eq!(err_key(parse(&["--advertise", "host:0"])), "advertise");
         assert_eq!(err_key(parse(&["--node-id", "0"])), "node-id");
         assert_eq!(
@@ -840,6 +851,8 @@ mod tests {
             &DEFAULT_RETENTION_MS.to_string(),
             "--retention-bytes",
             "--raft-heartbeat-ms",
+            "--raft-quiesce-ms",
+            &DEFAULT_RAFT_QUIESCE_MS.to_string(),
             "RUNNEL_DATA_DIR",
             "--print-config",
         ] {
@@ -847,7 +860,7 @@ mod tests {
         }
         assert_eq!(
             help.matches("[default: ").count(),
-            15,
+            16,
             "every setting states its default"
         );
     }

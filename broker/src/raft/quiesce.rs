@@ -428,8 +428,10 @@ struct Idle {
 }
 
 /// Runs quiescence rounds every heartbeat interval until `stop`: groups led here that stayed idle for
-/// `idle_after` are quieted with their followers' consent; follower-side groups of silent leaders wake.
-pub async fn run(net: Arc<RaftNet>, idle_after: Duration, stop: CancellationToken) {
+/// `idle_after` are quieted with their followers' consent (`None`: never), and follower-side groups of
+/// silent leaders wake. Every broker of a cluster runs it, even one that never quiesces its own groups:
+/// its followers may have been quieted by peers that do, and only this loop wakes them.
+pub async fn run(net: Arc<RaftNet>, idle_after: Option<Duration>, stop: CancellationToken) {
     let period = Duration::from_millis(net.timing().heartbeat_interval_ms.max(1));
     let ttl = round_ttl(net.timing());
     let mut tick = tokio::time::interval(period);
@@ -447,7 +449,7 @@ pub async fn run(net: Arc<RaftNet>, idle_after: Duration, stop: CancellationToke
 /// One round (see the module doc).
 async fn round(
     net: &RaftNet,
-    idle_after: Duration,
+    idle_after: Option<Duration>,
     ttl: Duration,
     idle: &mut HashMap<String, Idle>,
 ) {
@@ -476,7 +478,7 @@ async fn round(
             continue;
         }
         if q.mode() == Mode::Active || matches!(q.mode(), Mode::QuietFollower(_)) {
-            if start.saturating_duration_since(e.since) < idle_after {
+            if idle_after.is_none_or(|d| start.saturating_duration_since(e.since) < d) {
                 continue;
             }
             q.propose();

@@ -759,7 +759,11 @@ async fn in_flight_rpcs_per_peer_are_bounded_and_time_out() {
 /// Starts each node's quiescence loop (what a broker does), groups quiescing after `idle` without writes.
 fn quiesce_all(nodes: &[Node], idle: Duration) {
     for n in nodes {
-        tokio::spawn(super::quiesce::run(n.net.clone(), idle, n.stop.clone()));
+        tokio::spawn(super::quiesce::run(
+            n.net.clone(),
+            Some(idle),
+            n.stop.clone(),
+        ));
     }
 }
 

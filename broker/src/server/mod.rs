@@ -394,13 +394,12 @@ impl Starting {
                 peers,
                 stop.clone(),
             ));
-            if broker.config.raft_quiesce_ms > 0 {
-                tokio::spawn(crate::raft::quiesce::run(
-                    broker.raft.clone(),
-                    Duration::from_millis(broker.config.raft_quiesce_ms),
-                    stop.clone(),
-                ));
-            }
+            tokio::spawn(crate::raft::quiesce::run(
+                broker.raft.clone(),
+                (broker.config.raft_quiesce_ms > 0)
+                    .then(|| Duration::from_millis(broker.config.raft_quiesce_ms)),
+                stop.clone(),
+            ));
             tokio::spawn(bootstrap(broker.clone(), stop));
             tokio::spawn(watch_metadata_caught_up(broker.clone()));
         } else {

@@ -6,6 +6,7 @@
 //! 4. a replica stopped while the leader writes and purges by retention rejoins and converges (trap T6);
 //! 5. an idempotent batch retried across a leader change is written once;
 //! 6. producer ids (InitProducerId) from different brokers never collide, nor repeat after a full restart.
+//! 7. idle partitions quiesce on every broker, and still fail over when the broker leading them dies.
 //!
 //! The checks compare what the producer was told (partition, offset) with what consumers read.
 

@@ -7,6 +7,8 @@
 //!   (group name → `Raft` handle) that [`RaftNet::handle`] dispatches incoming RPCs to.
 //! - [`GroupNetwork`] / [`GroupClient`]: openraft's `RaftNetworkFactory` / `RaftNetworkV2` for one group,
 //!   forwarding to the shared peer connection.
+//! - Quiescence pings (RaftRpc kind 6, no group) are answered here from the registry's quiet states
+//!   ([`super::quiesce`]).
 //!
 //! Payloads are bincode 2 (serde) encodings of openraft's request/response types wrapped in an
 //! [`Envelope`] naming the target node (a misaddressed RPC is refused, never applied to the wrong replica).

@@ -22,8 +22,8 @@
 //! timeout) is above the leader's round limit (half the shortest one), so a leader that cannot reach a
 //! follower resumes heartbeats before that follower would campaign. A write racing a round may leave the
 //! leader's tick off for one round; its replication does not need the tick, and the next round sees the
-//! log grew and wakes the group. Pings are bounded: one per peer per round, each within the RPC payload
-//! limit of the peer connection, each answered within [`round_ttl`].
+//! log grew and wakes the group. Pings are bounded: one per peer per round, listing at most
+//! [`CLAIMS_PER_PING_MAX`] groups (the others keep ticking), each answered within [`round_ttl`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +37,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::network::{decode, encode, GroupRaft, RaftNet};
+
+/// Most groups one ping asks a follower to keep quiet; idle groups beyond it keep ticking (a ping of
+/// 10,000 claims is ~300 KB with 20-character topic names, sent every heartbeat interval).
+pub const CLAIMS_PER_PING_MAX: usize = 10_000;
 
 /// What a group's tick is doing and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,7 +481,16 @@ async fn round(
             q.wake();
             continue;
         }
-        if q.mode() == Mode::Active || matches!(q.mode(), Mode::QuietFollower(_)) {
+        let full = v.followers.iter().any(|f| {
+            claims
+                .get(f)
+                .is_some_and(|c| c.len() >= CLAIMS_PER_PING_MAX)
+        });
+        if full {
+            q.wake();
+            continue;
+        }
+        if !matches!(q.mode(), Mode::Proposed | Mode::QuietLeader) {
             if idle_after.is_none_or(|d| start.saturating_duration_since(e.since) < d) {
                 continue;
             }

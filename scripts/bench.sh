@@ -10,8 +10,9 @@
 # killed and their data dirs removed on exit. A run that fails is reported on stderr and left out of the
 # median ("failed" when every run of a row failed).
 # Time: about 3 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10). To stay well under it on a loaded
-# machine, the RF=3 throughput rows send fewer records than the RF=1 rows (200,000 x 1 KiB; 500,000 x 100 B)
-# and each fixed-rate run reports both its p99 and p999 (one 10 s run, not two). The fixed-rate and e2e rows
+# machine, the RF=3 1 KiB rows send fewer records than the RF=1 rows (200,000 x 1 KiB), and each fixed-rate
+# run reports both its p99 and p999 (one 10 s run, not two). The RF=3 100 B row sends 2,000,000 records (about
+# 2 s of load; at 500,000 the connection set-up and the final drain were a quarter of the run). The fixed-rate and e2e rows
 # run with --linger-ms 0: the producer keeps 5 batches per partition in flight, so records that arrive while
 # those are out batch up by themselves, and no timer (tokio's are 1 ms grained) delays a lone record; one
 # RF=3 row repeats the fixed rate with --linger-ms 1 for comparison. Usage: scripts/bench.sh [RUNS]
@@ -117,7 +118,7 @@ RF3="--replication-factor 3"
 # shellcheck disable=SC2086
 {
   run r3-default produce --topic r3-default $RF3 --records 200000
-  run r3-small produce --topic r3-small $RF3 --record-size 100 --records 500000 --batch-size-bytes 1048576
+  run r3-small produce --topic r3-small $RF3 --record-size 100 --records 2000000 --batch-size-bytes 1048576
   run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 0
   run r3-fixed-l1 produce --topic r3-fixed-l1 $RF3 --rate 10000 --duration-s 10 --linger-ms 1
   run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 0

@@ -441,6 +441,12 @@ struct ProduceJob {
     seed: u64,
 }
 
+/// Without a rate, a producer task reads the clock once every this many records (and after every wait for
+/// window room): a record's latency then counts from at most that many enqueues before its own (a few µs
+/// early: latencies can only look worse), and a 100 B-record run no longer spends ~7 % of its CPU reading
+/// the clock.
+const CLOCK_EVERY: u64 = 32;
+
 async fn produce_task(job: ProduceJob, stats: Arc<Stats>) -> Result<()> {
     let mut value = payload(job.record_size, job.seed);
     let mut window: VecDeque<(Instant, DeliveryFuture)> =
@@ -461,8 +467,12 @@ async fn produce_task(job: ProduceJob, stats: Arc<Stats>) -> Result<()> {
         }
     };
     let mut i: u64 = 0;
+    let mut clock = start;
     loop {
-        if job.count.is_some_and(|c| i >= c) || job.end.is_some_and(|e| Instant::now() >= e) {
+        if job.rate.is_some() || i.is_multiple_of(CLOCK_EVERY) {
+            clock = Instant::now();
+        }
+        if job.count.is_some_and(|c| i >= c) || job.end.is_some_and(|e| clock >= e) {
             break;
         }
         // At a fixed rate a record's latency counts from its scheduled send time, so a stall delays the
@@ -476,13 +486,16 @@ async fn produce_task(job: ProduceJob, stats: Arc<Stats>) -> Result<()> {
                 tokio::time::sleep_until(t).await;
             }
         }
-        while window.len() >= job.in_flight {
-            if let Some((t0, mut f)) = window.pop_front() {
-                let r = (&mut f).await;
-                account(&mut local, t0, &f, r);
+        if window.len() >= job.in_flight {
+            while window.len() >= job.in_flight {
+                if let Some((t0, mut f)) = window.pop_front() {
+                    let r = (&mut f).await;
+                    account(&mut local, t0, &f, r);
+                }
             }
+            clock = Instant::now();
         }
-        let intended = scheduled.unwrap_or_else(Instant::now);
+        let intended = scheduled.unwrap_or(clock);
         if let Some(base) = job.stamp {
             let ns = intended.saturating_duration_since(base).as_nanos() as u64;
             value[..8].copy_from_slice(&ns.to_le_bytes());

@@ -389,7 +389,8 @@ struct TopicState {
 
 #[derive(Default)]
 struct State {
-    topics: HashMap<Arc<str>, TopicState>,
+    /// By topic name, looked up once or twice per record: a fast hash (topic names are not attacker-chosen).
+    topics: HashMap<Arc<str>, TopicState, rustc_hash::FxBuildHasher>,
     /// Batches created and not yet completed.
     outstanding: usize,
     /// Active `flush` calls: while > 0, open batches are sent without lingering.
@@ -496,9 +497,19 @@ impl Producer {
     /// [`init_producer_id`]); if that fails, the call fails with why and a later one tries again.
     pub async fn enqueue(&self, rec: ProducerRecord<'_>) -> Result<DeliveryFuture> {
         let inner = self.inner();
-        if lock(&inner.state).closed {
-            return Err(ClientError::Closed);
-        }
+        // The partition count, from this producer's cache while the cluster metadata has not been refreshed
+        // since (a lookup in the shared metadata per record costs more than the rest of `enqueue`).
+        let generation = inner.cluster.metadata_generation();
+        let cached = {
+            let st = lock(&inner.state);
+            if st.closed {
+                return Err(ClientError::Closed);
+            }
+            st.topics
+                .get(rec.topic)
+                .and_then(|t| t.known.filter(|(g, _)| *g == generation))
+                .map(|(_, n)| n)
+        };
         let size = RecordBatchBuilder::record_size_estimate(rec.key, rec.value, rec.headers);
         let max = (BATCH_SIZE_BYTES_MAX - BATCH_HEADER_LEN).min(inner.config.buffer_memory_bytes);
         if size > max {
@@ -510,14 +521,6 @@ impl Producer {
                 .get_or_try_init(|| init_producer_id(&inner.cluster, &inner.config))
                 .await?;
         }
-        // The partition count, from this producer's cache while the cluster metadata has not been refreshed
-        // since (a lookup in the shared metadata per record costs more than the rest of `enqueue`).
-        let generation = inner.cluster.metadata_generation();
-        let cached = lock(&inner.state)
-            .topics
-            .get(rec.topic)
-            .and_then(|t| t.known.filter(|(g, _)| *g == generation))
-            .map(|(_, n)| n);
         let mut partitions = match cached {
             Some(n) => n,
             None => inner.cluster.topic(rec.topic).await?.partitions.len() as u32,

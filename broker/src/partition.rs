@@ -365,12 +365,16 @@ impl Partition {
             let committed = self.submit_idempotent(batch, header).await?;
             return Ok(Box::pin(async move { committed.await.map(outcome) }));
         }
-        let committed = self
+        let proposal = self
             .group
             .propose(batch, header.record_count, header.max_timestamp)
             .await?;
         Ok(Box::pin(async move {
-            committed.await.map(outcome).map_err(PartitionError::from)
+            proposal
+                .committed
+                .await
+                .map(outcome)
+                .map_err(PartitionError::from)
         }))
     }
 
@@ -461,7 +465,7 @@ impl Partition {
                 }
             }
         }
-        let committed = self
+        let proposal = self
             .group
             .propose(batch, header.record_count, header.max_timestamp)
             .await?;
@@ -485,11 +489,13 @@ impl Partition {
             outcome: rx.clone(),
         });
         drop(in_flight);
-        // The outcome is recorded and the batch unregistered by a task of its own, so a request that
-        // stops waiting (its deadline passed) never leaves a registration that retries would wait on.
+        // The outcome is recorded and the batch unregistered once applied (the producer table then has it,
+        // so a retry is answered from there), by a task of its own, so a request that stops waiting (its
+        // deadline passed) never leaves a registration that retries would wait on. The request itself is
+        // answered at commit.
         let registry = self.in_flight.clone();
         tokio::spawn(async move {
-            let r = committed.await.map_err(PartitionError::from);
+            let r = proposal.applied.await.map_err(PartitionError::from);
             tx.send_replace(Some(r));
             let mut in_flight = registry.lock().await;
             if let Some(f) = in_flight.get_mut(&pid).filter(|f| f.epoch == epoch) {
@@ -499,7 +505,9 @@ impl Partition {
                 }
             }
         });
-        Ok(Box::pin(outcome_of(rx)))
+        Ok(Box::pin(async move {
+            proposal.committed.await.map_err(PartitionError::from)
+        }))
     }
 
     /// First offset NOT yet committed.

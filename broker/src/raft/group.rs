@@ -200,6 +200,16 @@ impl std::fmt::Debug for RaftGroup {
 pub type Committed =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, GroupError>> + Send + 'static>>;
 
+/// A batch handed to Raft ([`RaftGroup::propose`]): two views of its fate, both ending in its base offset
+/// or in the same error.
+pub struct Proposal {
+    /// Resolves once a quorum has the batch on disk (the leader's high watermark is then past it): when
+    /// a producer with `acks=all` is answered. Apply's hand-off to the state machine is not waited for.
+    pub committed: Committed,
+    /// Resolves once this replica has applied the batch (its state — the producer table — includes it).
+    pub applied: Committed,
+}
+
 fn fatal_to_error<E: std::fmt::Display>(log: &PartitionLog, e: E) -> GroupError {
     match log.stopped() {
         Some(why) => GroupError::Storage(why),
@@ -370,8 +380,8 @@ impl RaftGroup {
                 .map_err(|e| fatal_to_error(&self.shared.log, e))?;
             return Ok(None);
         }
-        let committed = self.propose(payload, record_count, max_timestamp).await?;
-        committed.await.map(Some)
+        let proposal = self.propose(payload, record_count, max_timestamp).await?;
+        proposal.committed.await.map(Some)
     }
 
     /// The batch to propose, if this replica leads (else NOT_LEADER with the leader it knows).
@@ -395,23 +405,25 @@ impl RaftGroup {
         })
     }
 
-    /// Hands one batch to Raft and returns the future of its commit (its base offset). Batches proposed by
-    /// calls that return one after another enter the log in that order (openraft's API queue is FIFO);
-    /// that is what lets an idempotent producer keep several batches of a partition in flight.
+    /// Hands one batch to Raft and returns the futures of its commit and of its apply here (both its base
+    /// offset). Batches proposed by calls that return one after another enter the log in that order
+    /// (openraft's API queue is FIFO); that is what lets an idempotent producer keep several batches of a
+    /// partition in flight.
     pub async fn propose(
         &self,
         payload: bytes::Bytes,
         record_count: u32,
         max_timestamp: i64,
-    ) -> Result<Committed, GroupError> {
+    ) -> Result<Proposal, GroupError> {
+        use futures::FutureExt;
         let batch = self.leader_batch(payload, record_count, max_timestamp)?;
-        let (responder, rx) = openraft::raft::responder::ProgressResponder::complete_only();
+        let (responder, commit_rx, rx) = openraft::raft::responder::ProgressResponder::new();
         self.raft
             .client_write_ff(batch, Some(responder))
             .await
             .map_err(|e| fatal_to_error(&self.shared.log, e))?;
         let log = self.shared.log.clone();
-        Ok(Box::pin(async move {
+        let applied = async move {
             match rx.await {
                 Ok(Ok(r)) => Ok(r.data.base_offset),
                 // openraft refuses with ForwardToLeader only before the entry enters the log: not written.
@@ -428,7 +440,26 @@ impl RaftGroup {
                 // The group stopped before answering.
                 Err(_) => Err(fatal_to_error(&log, "shut down before answering")),
             }
-        }))
+        }
+        .boxed()
+        .shared();
+        let shared = self.shared.clone();
+        let on_apply = applied.clone();
+        // openraft reports the commit (in its core, before handing the entry to the state machine) only
+        // for an entry that commits; anything else ends in apply's answer, which then tells why.
+        let committed = async move {
+            match commit_rx.await {
+                Ok(id) => match shared.commit_data(id.leader_id.term, id.index) {
+                    Some(base) => Ok(base),
+                    None => on_apply.await,
+                },
+                Err(_) => on_apply.await,
+            }
+        };
+        Ok(Proposal {
+            committed: Box::pin(committed),
+            applied: Box::pin(applied),
+        })
     }
 
     /// The high watermark (first offset not yet committed) and its change notifications.

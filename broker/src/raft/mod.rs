@@ -16,7 +16,7 @@ pub mod quiesce;
 pub mod state_machine;
 pub mod types;
 
-pub use group::{GroupConfig, GroupError, Leadership, RaftGroup, Replication};
+pub use group::{GroupConfig, GroupError, Leadership, Proposal, RaftGroup, Replication};
 pub use network::RaftNet;
 
 #[cfg(test)]

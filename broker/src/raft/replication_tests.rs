@@ -884,3 +884,26 @@ async fn a_quiet_group_fails_over_when_its_leader_goes_silent() {
         kill(n).await;
     }
 }
+
+/// A producer is answered at commit, before the state machine applies the batch; the leader's high
+/// watermark is raised at that same point, so what was acknowledged is readable at once (read after ack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_batch_is_readable_on_the_leader_at_once() {
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    let li = agreed_leader(&nodes, None).await;
+    let leader = nodes[li].partition.as_ref().unwrap();
+    for i in 0..50 {
+        let acked = produce(leader, i..i + 1).await;
+        // Checked right as the append returns, before anything else can run on this task.
+        let (base, _) = acked[0];
+        assert_eq!(base, 2 * i as u64);
+        assert!(leader.high_watermark() >= base + 2);
+        assert_has(leader, &acked);
+    }
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}

@@ -47,6 +47,24 @@ impl PartitionShared {
         })
     }
 
+    /// On the leader, when the entry `(term, index)` it proposed is committed (a quorum has it on disk):
+    /// raises the high watermark past it — committed data is readable at once, as Kafka's high watermark
+    /// is; apply raises it to the same point later — and returns its base offset. `None` if the log does
+    /// not hold that entry as a data batch (the caller then waits for apply's answer).
+    pub(crate) fn commit_data(&self, term: u64, index: u64) -> Option<u64> {
+        let e = self
+            .log
+            .entries(index, index + 1, 0)
+            .ok()?
+            .into_iter()
+            .next()?;
+        if e.index != index || e.term != term || e.kind != crate::storage::EntryKind::Data {
+            return None;
+        }
+        self.raise_hwm(e.end_offset());
+        Some(e.base_offset)
+    }
+
     /// Records an applied batch of an idempotent producer.
     fn record_producer(&self, b: &super::types::RecordBatch) {
         let Ok(h) = runnel_protocol::batch::RecordBatchHeader::parse(&b.payload) else {
@@ -66,7 +84,7 @@ impl PartitionShared {
         }
     }
 
-    fn raise_hwm(&self, to: u64) {
+    pub(crate) fn raise_hwm(&self, to: u64) {
         self.hwm.send_if_modified(|h| {
             if to > *h {
                 *h = to;

@@ -52,17 +52,13 @@ impl PartitionShared {
     /// is; apply raises it to the same point later — and returns its base offset. `None` if the log does
     /// not hold that entry as a data batch (the caller then waits for apply's answer).
     pub(crate) fn commit_data(&self, term: u64, index: u64) -> Option<u64> {
-        let e = self
-            .log
-            .entries(index, index + 1, 0)
-            .ok()?
-            .into_iter()
-            .next()?;
-        if e.index != index || e.term != term || e.kind != crate::storage::EntryKind::Data {
+        // Its header only: this replica wrote the entry itself, so its payload CRC is not read again.
+        let h = self.log.entry_header(index)?;
+        if h.index != index || h.term != term || h.kind != crate::storage::frame::FrameKind::Data {
             return None;
         }
-        self.raise_hwm(e.end_offset());
-        Some(e.base_offset)
+        self.raise_hwm(h.end_offset());
+        Some(h.base_offset)
     }
 
     /// Records an applied batch of an idempotent producer.

@@ -143,6 +143,16 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 /// Decodes and CRC-checks the frame at `pos` of `buf` (a segment map), looking no further than `limit`.
 /// Never panics, whatever the bytes.
 pub fn read_slot(buf: &[u8], pos: u64, limit: u64) -> Slot {
+    read_slot_with(buf, pos, limit, true)
+}
+
+/// [`read_slot`] without the payload CRC: every other check holds. Only for frames this process wrote
+/// (the CRC guards against the disk, and these bytes have not been back to it).
+pub fn read_slot_unverified(buf: &[u8], pos: u64, limit: u64) -> Slot {
+    read_slot_with(buf, pos, limit, false)
+}
+
+fn read_slot_with(buf: &[u8], pos: u64, limit: u64, check_crc: bool) -> Slot {
     let limit = limit.min(buf.len() as u64);
     if !pos.is_multiple_of(FRAME_ALIGN) {
         return Slot::Bad("misaligned frame position");
@@ -182,8 +192,7 @@ pub fn read_slot(buf: &[u8], pos: u64, limit: u64) -> Slot {
     if end > limit {
         return Slot::Bad("frame runs past the written bytes");
     }
-    let crc = crc32c::crc32c(&buf[pos as usize + 8..end as usize]);
-    if crc != hdr.crc {
+    if check_crc && crc32c::crc32c(&buf[pos as usize + 8..end as usize]) != hdr.crc {
         return Slot::Bad("CRC mismatch");
     }
     match kind {

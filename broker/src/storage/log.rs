@@ -919,6 +919,17 @@ impl PartitionLog {
         *lock(&self.inner.purge_hint) = Some((index, log_start_offset));
     }
 
+    /// The frame header of the entry with Raft `index`, without checking its payload CRC: for an entry
+    /// this process appended (a leader's own proposal, when it commits). `None` if it is not in the log.
+    pub fn entry_header(&self, index: u64) -> Option<FrameHeader> {
+        let st = self.inner.read();
+        if st.last.is_none_or(|l| index > l.index) {
+            return None;
+        }
+        let si = st.segment_for_index(index)?;
+        st.segments[si].header_for_index_unverified(index)
+    }
+
     /// Entries with Raft index in `[start, end)`, stopping early (but after at least one entry) once
     /// `max_bytes` of payload are collected. Missing entries can only be at the front (purged) or back.
     pub fn entries(&self, start: u64, end: u64, max_bytes: usize) -> Result<Vec<StoredEntry>> {

@@ -218,6 +218,33 @@ impl Segment {
         read_slot(&self.map, pos, limit)
     }
 
+    /// The header of the entry frame with Raft `index`, walking headers from the sparse index (following
+    /// skips) without checking payload CRCs: see [`super::frame::read_slot_unverified`].
+    pub fn header_for_index_unverified(&self, index: u64) -> Option<FrameHeader> {
+        let mut pos = self.pos_for_index(index);
+        loop {
+            if pos >= self.end {
+                return None;
+            }
+            let Slot::Frame(h) = super::frame::read_slot_unverified(&self.map, pos, self.end)
+            else {
+                return None;
+            };
+            if h.kind == FrameKind::Skip {
+                let target = h.aux as u64;
+                if target <= pos {
+                    return None;
+                }
+                pos = target;
+                continue;
+            }
+            if h.index >= index {
+                return (h.index == index).then_some(h);
+            }
+            pos += h.frame_len();
+        }
+    }
+
     /// The payload of the frame at `pos` as a zero-copy slice of the map.
     pub fn payload(&self, pos: u64, h: &FrameHeader) -> Bytes {
         let start = pos as usize + super::frame::FRAME_HEADER_LEN;

@@ -148,7 +148,12 @@ fn rolls_by_size_and_finds_entries_across_segments_after_reopen() {
             assert_eq!(validate(&got[0]).unwrap().base_offset, *off);
             let e = log.entries(i as u64 + 1, i as u64 + 2, usize::MAX).unwrap();
             assert_eq!(e[0].base_offset, *off);
+            // The header-only lookup (a leader's commit) finds the same entry in any segment.
+            let h = log.entry_header(i as u64 + 1).unwrap();
+            assert_eq!((h.index, h.term, h.base_offset), (i as u64 + 1, 1, *off));
+            assert_eq!(h.end_offset(), *off + 2);
         }
+        assert!(log.entry_header(offsets.len() as u64 + 1).is_none());
         let all = log.read_batches(0, usize::MAX, next).unwrap();
         assert_eq!(all.len(), offsets.len());
         // Entry m has max timestamp 10_000 + 10m + 1: the first reaching 10_255 is m = 26, offset 52.

@@ -756,6 +756,21 @@ async fn in_flight_rpcs_per_peer_are_bounded_and_time_out() {
     }
 }
 
+/// Three nodes, each with a replica of the partition (voters 1, 2, 3).
+async fn three_replicas() -> Vec<Node> {
+    let mut nodes = cluster(3).await;
+    for n in nodes.iter_mut() {
+        open_replica(n, &[1, 2, 3]).await;
+    }
+    nodes
+}
+
+async fn kill_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        kill(n).await;
+    }
+}
+
 /// Starts each node's quiescence loop (what a broker does), groups quiescing after `idle` without writes.
 fn quiesce_all(nodes: &[Node], idle: Duration) {
     for n in nodes {
@@ -783,10 +798,7 @@ async fn all_quiet(nodes: &[Node]) {
 /// write wakes it and commits, and it quiesces again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_groups_quiesce_and_a_write_wakes_them() {
-    let mut nodes = cluster(3).await;
-    for n in nodes.iter_mut() {
-        open_replica(n, &[1, 2, 3]).await;
-    }
+    let mut nodes = three_replicas().await;
     quiesce_all(&nodes, Duration::from_millis(300));
     let li = agreed_leader(&nodes, None).await;
     let mut acked = produce(nodes[li].partition.as_ref().unwrap(), 0..5).await;
@@ -829,19 +841,14 @@ async fn idle_groups_quiesce_and_a_write_wakes_them() {
     acked.extend(produce(leader, 5..8).await);
     converged(&nodes, 16, &acked).await;
     all_quiet(&nodes).await;
-    for n in nodes.iter_mut() {
-        kill(n).await;
-    }
+    kill_all(&mut nodes).await;
 }
 
 /// A quiet group whose leader's broker dies fails over like a busy one: its followers stop hearing the
 /// leader's pings, tick again and elect; nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_group_fails_over_when_its_leader_goes_silent() {
-    let mut nodes = cluster(3).await;
-    for n in nodes.iter_mut() {
-        open_replica(n, &[1, 2, 3]).await;
-    }
+    let mut nodes = three_replicas().await;
     quiesce_all(&nodes, Duration::from_millis(300));
     let li = agreed_leader(&nodes, None).await;
     let old = nodes[li].id;
@@ -880,19 +887,14 @@ async fn a_quiet_group_fails_over_when_its_leader_goes_silent() {
     for n in nodes.iter().filter(|n| n.partition.is_some()) {
         assert_eq!(n.net.quiet_group_count(), 0);
     }
-    for n in nodes.iter_mut() {
-        kill(n).await;
-    }
+    kill_all(&mut nodes).await;
 }
 
 /// A producer is answered at commit, before the state machine applies the batch; the leader's high
 /// watermark is raised at that same point, so what was acknowledged is readable at once (read after ack).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_batch_is_readable_on_the_leader_at_once() {
-    let mut nodes = cluster(3).await;
-    for n in nodes.iter_mut() {
-        open_replica(n, &[1, 2, 3]).await;
-    }
+    let mut nodes = three_replicas().await;
     let li = agreed_leader(&nodes, None).await;
     let leader = nodes[li].partition.as_ref().unwrap();
     for i in 0..50 {
@@ -903,7 +905,5 @@ async fn an_acknowledged_batch_is_readable_on_the_leader_at_once() {
         assert!(leader.high_watermark() >= base + 2);
         assert_has(leader, &acked);
     }
-    for n in nodes.iter_mut() {
-        kill(n).await;
-    }
+    kill_all(&mut nodes).await;
 }

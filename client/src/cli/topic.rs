@@ -175,7 +175,7 @@ pub fn describe_text(t: &TopicInfo) -> Vec<String> {
         let c: Vec<String> = t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         v.push(format!("configs: {}", c.join(" ")));
     }
-    v.push("partition  leader  replicas  in-sync  log-start  high-watermark  log-end".into());
+    v.push("partition  leader  term  replicas  in-sync  log-start  high-watermark  log-end".into());
     for p in &t.partitions {
         let ids = |x: &[u32]| {
             x.iter()
@@ -184,9 +184,10 @@ pub fn describe_text(t: &TopicInfo) -> Vec<String> {
                 .join(",")
         };
         v.push(format!(
-            "{:<9}  {:<6}  {:<8}  {:<7}  {:<9}  {:<14}  {}",
+            "{:<9}  {:<6}  {:<4}  {:<8}  {:<7}  {:<9}  {:<14}  {}",
             p.partition,
             p.leader.map_or_else(|| "none".into(), |l| l.to_string()),
+            p.leader_term,
             ids(&p.replicas),
             ids(&p.in_sync),
             p.log_start_offset,
@@ -233,6 +234,10 @@ mod tests {
                         "high_watermark":5,"log_start_offset":1,"log_end_offset":6,"configs":{"retention.ms":"10"}})
             ]
         );
-        assert_eq!(describe_text(&t).len(), 4);
+        let text = describe_text(&t);
+        assert_eq!(text.len(), 4);
+        assert!(text[2].starts_with("partition  leader  term  replicas"));
+        let row: Vec<&str> = text[3].split_whitespace().collect();
+        assert_eq!(row, ["0", "1", "2", "1,2", "1", "1", "5", "6"]);
     }
 }

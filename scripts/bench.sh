@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The standard benchmark matrix (issue 6 "Benchmark tool and performance targets"), run against release
 # builds, with the physical baselines measured in the same run on the same machine and file system:
-#   * disk: the same batch bytes written with pwrite + a looping fdatasync (runnel-storage-bench "raw group");
+#   * disk: the same batch bytes written sequentially with one fdatasync per batch (runnel-storage-bench
+#     "raw ... each": the issue's "raw fdatasync'd write at the same batch size", 300-900 MB/s at 1 MiB on
+#     the machines it quotes; the RF=1 ratio target is against it), and with pwrite + a looping fdatasync
+#     and 64 MiB in flight ("raw ... group": the disk's group-commit ceiling, shown beside it);
 #   * network: loopback TCP bandwidth between two processes (scripts/loopback-bandwidth.py).
 # First the single-node (RF=1) rows against one broker, then the RF=3 rows against a 3-broker loopback
 # cluster (scripts/cluster-lib.sh; topics created with --replication-factor 3 once a controller is named).
@@ -20,6 +23,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 RUN_TIMEOUT_S=120 # one `runnel bench` run; the slowest expected run takes ~15 s
+# Memory touched once before measuring (MiB; 0 = off), at most half of what is available. On a VM whose
+# guest RAM the host backs lazily (Firecracker here), the first touch of each page costs a host fault: a
+# broker that keeps gigabytes of fresh log in the page cache paid it on every new page (RF=1 1 MiB row
+# 430-760 MB/s cold, 930-1040 warm, same binary), while the raw baseline, which deletes and rewrites its
+# files, recycles pages. A physical host, or a broker whose page cache is full, never pays it.
+WARM_MIB=${WARM_MIB:-8192}
+AVAIL_MIB=$(awk '/^MemAvailable:/{print int($2 / 1024 / 2)}' /proc/meminfo)
+[ "$WARM_MIB" -le "$AVAIL_MIB" ] || WARM_MIB=$AVAIL_MIB
 BROKER_WAIT_TRIES=100 # x 0.1 s for the single-node broker to answer `cluster health`
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-bench.XXXXXX")
 BROKER_PID=""
@@ -37,13 +48,21 @@ cargo build --release -q --bins
 BIN=target/release
 median() { python3 -c 'import sys,statistics;v=[float(x) for x in sys.argv[1:]];print(f"{statistics.median(v):.2f}" if v else "failed")' "$@"; }
 
+if [ "$WARM_MIB" -gt 0 ]; then
+  echo "touching ${WARM_MIB} MiB of memory once (guest RAM is backed on first touch on this VM)..." >&2
+  python3 -c 'import sys
+b = bytearray(int(sys.argv[1]) << 20)
+for i in range(0, len(b), 4096): b[i] = 1' "$WARM_MIB"
+fi
 echo "baseline: fdatasync'd sequential writes (256 MiB per batch size, same file system)..." >&2
-"$BIN/runnel-storage-bench" --dir "$WORK/disk" --total-mib 256 --batch-kib 256,1024 --sync-each-mib 8 --repeat 1 \
+"$BIN/runnel-storage-bench" --dir "$WORK/disk" --total-mib 256 --batch-kib 256,1024 --sync-each-mib 256 --repeat 1 \
   > "$WORK/disk.txt" 2>&1
-raw_at() { # MB/s of the raw group-commit write at batch size $1 KiB
-  awk -v kib="$1" '/^batch /{cur=$2} /raw write\+fdatasync\(group\)/{ if (cur==kib) print $3 }' "$WORK/disk.txt" | head -1
+raw_at() { # MB/s of the raw write at batch size $1 KiB: $2 = each (write + fdatasync per batch) or group
+  awk -v kib="$1" -v mode="$2" '/^batch /{cur=$2} $0 ~ "raw write\\+fdatasync\\(" mode {
+    for (i = 1; i <= NF; i++) if ($i == "MB/s") { if (cur == kib) print $(i-1); break } }' "$WORK/disk.txt" | head -1
 }
-RAW_256=$(raw_at 256); RAW_1024=$(raw_at 1024)
+RAW_256=$(raw_at 256 each); RAW_1024=$(raw_at 1024 each)
+GROUP_256=$(raw_at 256 group); GROUP_1024=$(raw_at 1024 group)
 echo "baseline: loopback TCP bandwidth..." >&2
 LOOPBACK=$(python3 scripts/loopback-bandwidth.py 2000)
 
@@ -134,13 +153,13 @@ cluster_stop
 cat <<TABLE
 
 Runnel benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, 1 KiB records unless stated, acks=all, median of $RUNS runs.
-Baselines measured in this run: fdatasync'd sequential write ${RAW_256} MB/s at 256 KiB batches and ${RAW_1024} MB/s at 1 MiB; loopback TCP ${LOOPBACK} MB/s.
+Baselines measured in this run: sequential write + fdatasync per batch (the issue's "raw fdatasync'd write at the same batch size") ${RAW_256} MB/s at 256 KiB and ${RAW_1024} MB/s at 1 MiB; the same writes with one thread looping fdatasync and 64 MiB in flight (raw group commit, the disk's ceiling) ${GROUP_256} and ${GROUP_1024} MB/s; loopback TCP ${LOOPBACK} MB/s.
 RF=1 rows: one broker. RF=3 rows: 3 brokers on loopback on the same machine (and disk).
 
 | run | measured | target | result | baseline ratio |
 |---|---|---|---|---|
-| RF=1, 1 producer, 1 MiB batches | ${P_LARGE} MB/s | ≥ 250 MB/s, ≥ 0.7 × raw | $(met ge "$P_LARGE" 250 ge "$(ratio "$P_LARGE" "$RAW_1024")" 0.7) | $(ratio "$P_LARGE" "$RAW_1024") × raw fdatasync @1 MiB |
-| RF=1, 1 producer, default 256 KiB batches | ${P_DEFAULT} MB/s | — | — | $(ratio "$P_DEFAULT" "$RAW_256") × raw fdatasync @256 KiB |
+| RF=1, 1 producer, 1 MiB batches | ${P_LARGE} MB/s | ≥ 250 MB/s, ≥ 0.7 × raw | $(met ge "$P_LARGE" 250 ge "$(ratio "$P_LARGE" "$RAW_1024")" 0.7) | $(ratio "$P_LARGE" "$RAW_1024") × raw fdatasync @1 MiB ($(ratio "$P_LARGE" "$GROUP_1024") × raw group commit) |
+| RF=1, 1 producer, default 256 KiB batches | ${P_DEFAULT} MB/s | — | — | $(ratio "$P_DEFAULT" "$RAW_256") × raw fdatasync @256 KiB ($(ratio "$P_DEFAULT" "$GROUP_256") × group) |
 | RF=1, fixed 10,000 records/s | p99 ${FIXED_P99} ms, p999 ${FIXED_P999} ms | — (RF=3 row) | — | — |
 | RF=1, e2e at 10,000 records/s | p99 ${E2E_P99} ms | — (RF=3 row) | — | — |
 | RF=1, one record in flight | p50 ${ONE_P50} ms | — (RF=3 row) | — | — |

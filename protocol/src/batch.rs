@@ -125,6 +125,36 @@ impl RecordBatchHeader {
     }
 }
 
+/// Bytes at the head of a batch that its CRC does not cover (base offset, length, epoch, magic, the CRC).
+pub const CRC_COVERS_FROM: usize = CRC_START;
+
+/// The CRC a batch declares for its bytes `CRC_COVERS_FROM..`, unchecked; `None` if `buf` is shorter
+/// than a batch header.
+pub fn declared_crc(buf: &[u8]) -> Option<u32> {
+    if buf.len() < BATCH_HEADER_LEN {
+        return None;
+    }
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&buf[CRC_OFFSET..CRC_START]);
+    Some(u32::from_be_bytes(a))
+}
+
+/// Checks only that `buf` holds a batch header whose CRC matches the bytes after it (what a replica
+/// checks of a batch the leader already validated whole). Never panics.
+pub fn check_crc(buf: &[u8]) -> Result<(), BatchError> {
+    let Some(expected) = declared_crc(buf) else {
+        return Err(BatchError::Incomplete {
+            need: BATCH_HEADER_LEN,
+            have: buf.len(),
+        });
+    };
+    let actual = crc32c::crc32c(&buf[CRC_START..]);
+    if actual != expected {
+        return Err(BatchError::BadCrc { expected, actual });
+    }
+    Ok(())
+}
+
 /// Full validation of one batch that must span exactly `buf`: header, length, CRC, and every record
 /// (the record count must match what is actually encoded). Never panics on any input.
 pub fn validate(buf: &[u8]) -> Result<RecordBatchHeader, BatchError> {

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use bytes::Bytes;
+use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A record batch as a Raft entry. `payload` is the client batch (zero-copy); `base_offset` is meaningful
@@ -119,6 +120,10 @@ impl Serialize for RecordBatch {
 impl<'de> Deserialize<'de> for RecordBatch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let o = RecordBatchOwned::deserialize(d)?;
+        // The network boundary of a replica: the log store derives frame CRCs from the batch's own CRC,
+        // so it is checked here (one pass), and a batch damaged in transit fails the RPC (the leader
+        // sends it again) rather than reaching the log.
+        runnel_protocol::batch::check_crc(&o.payload).map_err(D::Error::custom)?;
         Ok(RecordBatch {
             payload: Bytes::from(o.payload),
             record_count: o.record_count,
@@ -171,13 +176,22 @@ pub(crate) fn from_pos(p: crate::storage::LogPos) -> LogId {
 mod tests {
     use super::*;
 
+    fn real_batch() -> Bytes {
+        let mut b = runnel_protocol::batch::RecordBatchBuilder::new(16 * 1024);
+        let v: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+        for i in 0..10 {
+            b.push(i, None, &v, &[]);
+        }
+        b.finish()
+    }
+
     #[test]
     fn a_batch_encodes_as_one_byte_string_and_round_trips() {
-        let payload = Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<u8>>());
+        let payload = real_batch();
         let b = RecordBatch {
             payload: payload.clone(),
-            record_count: 7,
-            max_timestamp: 42,
+            record_count: 10,
+            max_timestamp: 9,
             base_offset: 9,
         };
         let enc = crate::raft::network::encode(&b).unwrap();
@@ -186,5 +200,22 @@ mod tests {
         let (back, _): (RecordBatch, usize) =
             bincode::serde::decode_from_slice(&enc, bincode::config::standard()).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn a_batch_damaged_in_transit_fails_to_decode() {
+        let b = RecordBatch {
+            payload: real_batch(),
+            record_count: 10,
+            max_timestamp: 9,
+            base_offset: 9,
+        };
+        let mut enc = crate::raft::network::encode(&b).unwrap().to_vec();
+        let n = enc.len();
+        enc[n - 100] ^= 0x10; // a byte of the last record's value
+        let r: Result<(RecordBatch, usize), _> =
+            bincode::serde::decode_from_slice(&enc, bincode::config::standard());
+        let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("CRC mismatch"), "{e}");
     }
 }

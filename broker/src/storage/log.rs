@@ -111,7 +111,9 @@ impl EntryKind {
 }
 
 /// An entry to append. For data entries `payload` is the client's record batch; its first 8 bytes (the
-/// base offset field) are replaced by the stamped offset as it is written, without copying the batch.
+/// base offset field) are replaced by the stamped offset as it is written, without copying the batch, and
+/// its CRC must already have been checked (`batch::validate` or `batch::check_crc` where it came off the
+/// network): the frame CRC is derived from it, not computed over the payload again.
 #[derive(Clone, Debug)]
 pub struct NewEntry {
     pub term: u64,
@@ -647,7 +649,7 @@ impl PartitionLog {
             };
             let mut buf = [0u8; FRAME_HEADER_LEN + 8];
             let used = if data {
-                let hb = h.encode_with_crc(&[&stamp, &e.payload[8..]]);
+                let hb = h.encode_with_batch_crc(&stamp, &e.payload);
                 buf[..FRAME_HEADER_LEN].copy_from_slice(&hb);
                 buf[FRAME_HEADER_LEN..].copy_from_slice(&stamp);
                 FRAME_HEADER_LEN + 8
@@ -1348,6 +1350,8 @@ fn recover_active(seg: &mut Segment, expect: Expect, interval: u64) -> Result<()
     }
     seg.end = end;
     seg.high_water = end + FRAME_HEADER_LEN as u64;
+    // Every frame below `end` was CRC-checked just now; the ones written later are ours.
+    seg.trusted_from = 0;
     if let Slot::Frame(_) | Slot::Bad(_) = seg.slot(end, limit) {
         // Leave a clean end marker so garbage after the tail can never be read as a frame.
         seg.file

@@ -6,6 +6,13 @@
 //! have consecutive Raft indexes, non-decreasing terms and dense offsets; `high_water` is at least every
 //! byte ever written, and frames written after a truncation start at or past it; index entries point at
 //! real (non-skip) frames in ascending order of index, offset and position.
+//!
+//! CRC policy: a frame's payload CRC is checked once per process, when the bytes come from the disk rather
+//! than from this process: frames at or past `trusted_from` were written by this process (their CRC was
+//! derived from a batch CRC checked at the network boundary) or CRC-checked by the recovery scan at open,
+//! so reads skip the payload pass there (headers are always checked). Other frames (sealed segments whose
+//! indexes were trusted at open) are checked on every read, as before. Consumers check batch CRCs end to
+//! end, as in Kafka, whose brokers never check on reads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +81,9 @@ pub(crate) struct Segment {
     pub bytes_since_index: u64,
     /// Wall-clock ms when this segment started taking appends (for roll-by-age).
     pub created_ms: i64,
+    /// Frames at or past this position skip the payload CRC on reads (see the module's CRC policy):
+    /// 0 for a segment this process created or fully scanned, `u64::MAX` otherwise.
+    pub trusted_from: u64,
 }
 
 /// Where a recovery scan stopped.
@@ -152,6 +162,7 @@ impl Segment {
             times: Vec::new(),
             bytes_since_index: 0,
             created_ms: now_ms,
+            trusted_from: 0,
         })
     }
 
@@ -189,6 +200,7 @@ impl Segment {
             times: Vec::new(),
             bytes_since_index: 0,
             created_ms: now_ms,
+            trusted_from: u64::MAX,
         })
     }
 
@@ -213,9 +225,14 @@ impl Segment {
         Ok(())
     }
 
-    /// Reads the slot at `pos` (limited to `limit`).
+    /// Reads the slot at `pos` (limited to `limit`), checking the payload CRC unless the frame is in the
+    /// trusted range (see the module's CRC policy).
     pub fn slot(&self, pos: u64, limit: u64) -> Slot {
-        read_slot(&self.map, pos, limit)
+        if pos >= self.trusted_from {
+            super::frame::read_slot_unverified(&self.map, pos, limit)
+        } else {
+            read_slot(&self.map, pos, limit)
+        }
     }
 
     /// The header of the entry frame with Raft `index`, walking headers from the sparse index (following

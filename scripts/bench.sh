@@ -23,13 +23,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 RUN_TIMEOUT_S=120 # one `runnel bench` run; the slowest expected run takes ~15 s
-# Memory touched once before measuring (MiB; 0 = off), at most half of what is available. On a VM whose
+# Memory touched once before measuring (MiB; 0 = off), at most what is available less 4 GiB. On a VM whose
 # guest RAM the host backs lazily (Firecracker here), the first touch of each page costs a host fault: a
 # broker that keeps gigabytes of fresh log in the page cache paid it on every new page (RF=1 1 MiB row
 # 430-760 MB/s cold, 930-1040 warm, same binary), while the raw baseline, which deletes and rewrites its
 # files, recycles pages. A physical host, or a broker whose page cache is full, never pays it.
-WARM_MIB=${WARM_MIB:-8192}
-AVAIL_MIB=$(awk '/^MemAvailable:/{print int($2 / 1024 / 2)}' /proc/meminfo)
+WARM_MIB=${WARM_MIB:-16384}
+AVAIL_MIB=$(awk '/^MemAvailable:/{m = int($2 / 1024) - 4096; print (m > 0 ? m : 0)}' /proc/meminfo)
 [ "$WARM_MIB" -le "$AVAIL_MIB" ] || WARM_MIB=$AVAIL_MIB
 BROKER_WAIT_TRIES=100 # x 0.1 s for the single-node broker to answer `cluster health`
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runnel-bench.XXXXXX")
@@ -89,6 +89,9 @@ run() {
     fi
   done
 }
+# drop TOPIC: deletes a row's topic once its runs are done, so the page cache of the rows before does not
+# pile up (each row allocates from the same recycled pages; see WARM_MIB).
+drop() { "$BIN/runnel" --brokers "$BROKERS" topic delete "$1" >/dev/null 2>&1 || echo "  could not delete $1" >&2; }
 med() {
   # shellcheck disable=SC2046
   median $(python3 -c 'import sys,json
@@ -111,17 +114,18 @@ except ValueError: print(sys.argv[1])' "$1"; }
 
 echo "matrix, RF=1 (1 broker; median of $RUNS)..." >&2
 run large produce --topic b-large --records 300000 --batch-size-bytes 1048576
-run default produce --topic b-default --records 300000
-run consume consume --topic b-large --records 300000
-run small produce --topic b-small --record-size 100 --records 1000000 --batch-size-bytes 1048576
-run fixed produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 0
-run e2e e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 0
-run one produce --topic b-one --records 3000 --in-flight 1 --linger-ms 0
-run multi produce --topic b-multi --partitions 6 --producers 4 --records 300000
+run default produce --topic b-default --records 300000; drop b-default
+run consume consume --topic b-large --records 300000; drop b-large
+run small produce --topic b-small --record-size 100 --records 1000000 --batch-size-bytes 1048576; drop b-small
+run fixed produce --topic b-fixed --rate 10000 --duration-s 10 --linger-ms 0; drop b-fixed
+run e2e e2e --topic b-e2e --rate 10000 --duration-s 10 --linger-ms 0; drop b-e2e
+run one produce --topic b-one --records 3000 --in-flight 1 --linger-ms 0; drop b-one
+run multi produce --topic b-multi --partitions 6 --producers 4 --records 300000; drop b-multi
 P_LARGE=$(med large mb_per_s); P_DEFAULT=$(med default mb_per_s); CONSUME=$(med consume mb_per_s)
 SMALL=$(med small records_per_s); FIXED_P99=$(med fixed p99_ms); FIXED_P999=$(med fixed p999_ms)
 E2E_P99=$(med e2e p99_ms); ONE_P50=$(med one p50_ms); MULTI=$(med multi mb_per_s)
 kill -9 "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=""
+rm -rf "$WORK/data" # its page cache goes back to the free pool the RF=3 brokers allocate from
 
 echo "starting a 3-broker loopback cluster..." >&2
 cluster_start "$BIN" "$WORK/cluster" 3
@@ -136,13 +140,13 @@ echo "matrix, RF=3 (3 brokers on loopback; median of $RUNS)..." >&2
 RF3="--replication-factor 3"
 # shellcheck disable=SC2086
 {
-  run r3-default produce --topic r3-default $RF3 --records 200000
-  run r3-small produce --topic r3-small $RF3 --record-size 100 --records 2000000 --batch-size-bytes 1048576
-  run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 0
-  run r3-fixed-l1 produce --topic r3-fixed-l1 $RF3 --rate 10000 --duration-s 10 --linger-ms 1
-  run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 0
-  run r3-one produce --topic r3-one $RF3 --records 3000 --in-flight 1 --linger-ms 0
-  run r3-multi produce --topic r3-multi $RF3 --partitions 6 --producers 4 --records 200000
+  run r3-default produce --topic r3-default $RF3 --records 200000; drop r3-default
+  run r3-small produce --topic r3-small $RF3 --record-size 100 --records 2000000 --batch-size-bytes 1048576; drop r3-small
+  run r3-fixed produce --topic r3-fixed $RF3 --rate 10000 --duration-s 10 --linger-ms 0; drop r3-fixed
+  run r3-fixed-l1 produce --topic r3-fixed-l1 $RF3 --rate 10000 --duration-s 10 --linger-ms 1; drop r3-fixed-l1
+  run r3-e2e e2e --topic r3-e2e $RF3 --rate 10000 --duration-s 10 --linger-ms 0; drop r3-e2e
+  run r3-one produce --topic r3-one $RF3 --records 3000 --in-flight 1 --linger-ms 0; drop r3-one
+  run r3-multi produce --topic r3-multi $RF3 --partitions 6 --producers 4 --records 200000; drop r3-multi
 }
 R3_DEFAULT=$(med r3-default mb_per_s); R3_SMALL=$(med r3-small records_per_s)
 R3_FIXED_P99=$(med r3-fixed p99_ms); R3_FIXED_P999=$(med r3-fixed p999_ms); R3_E2E_P99=$(med r3-e2e p99_ms)

@@ -12,7 +12,7 @@
 # Bounded: every run has a fixed record count or duration and a per-run timeout (RUN_TIMEOUT_S); brokers are
 # killed and their data dirs removed on exit. A run that fails is reported on stderr and left out of the
 # median ("failed" when every run of a row failed).
-# Time: about 3 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10). To stay well under it on a loaded
+# Time: about 4.5 minutes with RUNS=3 on an idle 2-vCPU VM (limit: 10; the memory touch takes 20-45 s of it). To stay well under it on a loaded
 # machine, the RF=3 1 KiB rows send fewer records than the RF=1 rows (200,000 x 1 KiB), and each fixed-rate
 # run reports both its p99 and p999 (one 10 s run, not two). The RF=3 100 B row sends 2,000,000 records (about
 # 2 s of load; at 500,000 the connection set-up and the final drain were a quarter of the run). The fixed-rate and e2e rows
